@@ -1,0 +1,156 @@
+//! AutoModel and AutoModelFor<Task>: config → registry → weights → the right model.
+
+use candle_core::Device;
+
+use crate::config::{Config, ConfigOverrides};
+use crate::error::Result;
+use crate::hub::{Checkpoint, HubOptions};
+use crate::models::{Batch, ForwardOptions, ModelOutput, TaskModel};
+use crate::registry::{unsupported_task, Task};
+use crate::weights::{open_checkpoint_weights, DTypeChoice, LoadReport, VarBuilder};
+
+/// The keyword arguments of `from_pretrained` for models.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Where to look: revision, subfolder, cache, offline.
+    pub hub: HubOptions,
+    /// Config overrides (`num_labels`, `id2label`, ...).
+    pub config: ConfigOverrides,
+    /// Weight dtype; f32 unless asked.
+    pub dtype: DTypeChoice,
+    /// Device; CPU when `None`.
+    pub device: Option<Device>,
+}
+
+/// A loaded model: the config, the task model and the load report.
+pub struct Model {
+    inner: Box<dyn TaskModel>,
+    config: Config,
+    task: Task,
+    report: LoadReport,
+    device: Device,
+}
+
+impl Model {
+    /// Loads `name_or_path` for `task` (what every `AutoModelFor*` does).
+    pub fn from_pretrained(name_or_path: &str, task: Task, options: &LoadOptions) -> Result<Self> {
+        let checkpoint = Checkpoint::resolve(name_or_path, &options.hub)?;
+        let config = Config::from_checkpoint(&checkpoint, &options.config)?;
+        Self::from_checkpoint(&checkpoint, config, task, options)
+    }
+
+    /// Loads a model for `task` from an already resolved checkpoint and config.
+    pub fn from_checkpoint(
+        checkpoint: &Checkpoint,
+        config: Config,
+        task: Task,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let arch = config.architecture()?;
+        let class_name = arch
+            .class_name(task)
+            .ok_or_else(|| unsupported_task(arch, task))?;
+        let store = open_checkpoint_weights(checkpoint)?;
+        let dtype = options.dtype.resolve(config.dtype.as_deref(), &store);
+        let device = options.device.clone().unwrap_or(Device::Cpu);
+        let vb = VarBuilder::new(store, dtype, device.clone(), arch.base_model_prefix());
+        let inner = arch.load(task, &config, &vb)?;
+        let report = vb.report();
+        report.warn(class_name, checkpoint.name());
+        Ok(Model {
+            inner,
+            config,
+            task,
+            report,
+            device,
+        })
+    }
+
+    /// `model(**batch)`.
+    pub fn forward(&self, batch: &Batch) -> Result<ModelOutput> {
+        self.inner.forward(batch, &ForwardOptions::default())
+    }
+
+    /// `model(**batch, output_hidden_states=..., output_attentions=...)`.
+    pub fn forward_with(&self, batch: &Batch, options: &ForwardOptions) -> Result<ModelOutput> {
+        self.inner.forward(batch, options)
+    }
+
+    /// The config the model was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The task the model was loaded for.
+    pub fn task(&self) -> Task {
+        self.task
+    }
+
+    /// transformers' class name (`DistilBertForSequenceClassification`).
+    pub fn class_name(&self) -> &'static str {
+        self.inner.class_name()
+    }
+
+    /// Missing, unexpected and mismatched tensors (`output_loading_info=True`).
+    pub fn loading_info(&self) -> &LoadReport {
+        &self.report
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+macro_rules! auto_model {
+    ($(#[$doc:meta])* $name:ident, $task:expr) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl $name {
+            /// Loads the checkpoint with default options (f32, CPU).
+            pub fn from_pretrained(name_or_path: &str) -> Result<Model> {
+                Model::from_pretrained(name_or_path, $task, &LoadOptions::default())
+            }
+
+            /// Loads the checkpoint with `options` (revision, dtype, config overrides, ...).
+            pub fn from_pretrained_with(name_or_path: &str, options: &LoadOptions) -> Result<Model> {
+                Model::from_pretrained(name_or_path, $task, options)
+            }
+        }
+    };
+}
+
+auto_model!(
+    /// `AutoModel`: the bare model (`BertModel`, `DistilBertModel`).
+    AutoModel,
+    Task::Base
+);
+auto_model!(
+    /// `AutoModelForSequenceClassification`.
+    AutoModelForSequenceClassification,
+    Task::SequenceClassification
+);
+auto_model!(
+    /// `AutoModelForTokenClassification`.
+    AutoModelForTokenClassification,
+    Task::TokenClassification
+);
+auto_model!(
+    /// `AutoModelForMaskedLM`.
+    AutoModelForMaskedLM,
+    Task::MaskedLm
+);
+auto_model!(
+    /// `AutoModelForQuestionAnswering`.
+    AutoModelForQuestionAnswering,
+    Task::QuestionAnswering
+);
+
+/// Checks a task name against an architecture without loading weights.
+pub fn check_task(config: &Config, task: Task) -> Result<()> {
+    let arch = config.architecture()?;
+    arch.class_name(task)
+        .map(|_| ())
+        .ok_or_else(|| unsupported_task(arch, task))
+}

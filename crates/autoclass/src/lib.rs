@@ -1,0 +1,43 @@
+//! # autoclass
+//!
+//! Hugging Face Transformers' AutoClass system in Rust: give it a checkpoint (a local folder,
+//! or a Hub id found in the Hugging Face cache) and it reads the config files and builds the
+//! right tokenizer and model by itself, with the same numbers as Python transformers.
+//!
+//! ```no_run
+//! use autoclass::{AutoModelForSequenceClassification, AutoTokenizer, EncodeOptions};
+//!
+//! let tokenizer = AutoTokenizer::from_pretrained("distilbert/distilbert-base-uncased")?;
+//! let encoding = tokenizer.encode("In a hole in the ground there lived a hobbit.", &EncodeOptions::default())?;
+//! let model = AutoModelForSequenceClassification::from_pretrained("distilbert/distilbert-base-uncased")?;
+//! let outputs = model.forward(&encoding.to_batch(model.device())?)?;
+//! println!("{}", outputs.require("logits")?);
+//! # Ok::<(), autoclass::Error>(())
+//! ```
+#![deny(unsafe_code)]
+
+pub mod auto;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod models;
+pub mod nn;
+pub mod registry;
+pub mod tokenization;
+mod util;
+pub mod weights;
+
+pub use auto::{
+    AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification, AutoModelForTokenClassification, LoadOptions, Model,
+};
+pub use config::{AutoConfig, Config, ConfigOverrides};
+pub use error::{Error, Result};
+pub use hub::{Checkpoint, Downloader, HubOptions};
+pub use models::{Batch, ForwardOptions, ModelOutput};
+pub use registry::{Architecture, Task, ARCHITECTURES};
+pub use tokenization::{AutoTokenizer, EncodeOptions, Encoding, Padding, Tokenizer, Truncation};
+pub use weights::{DTypeChoice, LoadReport};
+
+/// Re-exported so callers can build tensors and pick devices without naming candle themselves.
+pub use candle_core;

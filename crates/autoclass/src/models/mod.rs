@@ -1,0 +1,203 @@
+//! Models: the named inputs and outputs every model shares, and one file per architecture.
+
+pub mod bert;
+pub mod distilbert;
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+
+/// A named batch of tensors (transformers' `BatchEncoding` / `BatchFeature`): `input_ids`,
+/// `attention_mask`, `token_type_ids`, `pixel_values`, ... in insertion order.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    entries: Vec<(String, Tensor)>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces `name`.
+    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
+        let name = name.into();
+        match self.entries.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => entry.1 = tensor,
+            None => self.entries.push((name, tensor)),
+        }
+    }
+
+    /// The tensor called `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.entries.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// The tensor called `name`, or an error naming it.
+    pub fn require(&self, name: &str) -> Result<&Tensor> {
+        self.get(name)
+            .ok_or_else(|| Error::input(format!("the model needs `{name}` in its inputs")))
+    }
+
+    /// Every (name, tensor) pair in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.entries.iter().map(|(n, t)| (n.as_str(), t))
+    }
+}
+
+/// Options of a forward pass (`output_hidden_states`, `output_attentions`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForwardOptions {
+    /// Return the input of the first layer and the output of every layer.
+    pub output_hidden_states: bool,
+    /// Return every layer's attention probabilities.
+    pub output_attentions: bool,
+}
+
+/// Named model outputs (`logits`, `last_hidden_state`, `pooler_output`, `start_logits`, ...),
+/// plus the optional `hidden_states` and `attentions`.
+#[derive(Clone, Debug, Default)]
+pub struct ModelOutput {
+    entries: Vec<(String, Tensor)>,
+    /// `hidden_states`: embeddings output, then each layer's output.
+    pub hidden_states: Option<Vec<Tensor>>,
+    /// `attentions`: each layer's attention probabilities `[B, heads, L, L]`.
+    pub attentions: Option<Vec<Tensor>>,
+}
+
+impl ModelOutput {
+    /// Adds an output.
+    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
+        self.entries.push((name.into(), tensor));
+    }
+
+    /// The output called `name`.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.entries.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// The output called `name`, or an error.
+    pub fn require(&self, name: &str) -> Result<&Tensor> {
+        self.get(name)
+            .ok_or_else(|| Error::input(format!("the model returned no `{name}`")))
+    }
+
+    /// The main outputs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.entries.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    /// Every output flattened under transformers' names: the main outputs, then
+    /// `hidden_states.{i}` and `attentions.{i}`.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = self.entries.clone();
+        for (group, list) in [
+            ("hidden_states", &self.hidden_states),
+            ("attentions", &self.attentions),
+        ] {
+            if let Some(list) = list {
+                for (i, t) in list.iter().enumerate() {
+                    out.push((format!("{group}.{i}"), t.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A loaded model for one task. Implemented by every (architecture, task) pair.
+pub trait TaskModel: Send + Sync {
+    /// transformers' class name (`BertForSequenceClassification`).
+    fn class_name(&self) -> &'static str;
+    /// `model(**batch)`.
+    fn forward(&self, batch: &Batch, options: &ForwardOptions) -> Result<ModelOutput>;
+}
+
+/// Splits QA logits `[B, L, 2]` into `start_logits` and `end_logits` `[B, L]`.
+pub(crate) fn split_qa_logits(logits: &Tensor, out: &mut ModelOutput) -> Result<()> {
+    let start = logits.narrow(2, 0, 1)?.squeeze(2)?.contiguous()?;
+    let end = logits.narrow(2, 1, 1)?.squeeze(2)?.contiguous()?;
+    out.insert("start_logits", start);
+    out.insert("end_logits", end);
+    Ok(())
+}
+
+/// Checks `input_ids` `[B, L]` against the model's position table and returns (B, L).
+pub(crate) fn check_input_ids(input_ids: &Tensor, max_positions: usize) -> Result<(usize, usize)> {
+    let (b, l) = input_ids.dims2().map_err(|_| {
+        Error::input(format!(
+            "input_ids must be [batch, length], got {:?}",
+            input_ids.dims()
+        ))
+    })?;
+    if l == 0 || b == 0 {
+        return Err(Error::input("input_ids is empty"));
+    }
+    if l > max_positions {
+        return Err(Error::SequenceTooLong {
+            length: l,
+            max: max_positions,
+        });
+    }
+    Ok((b, l))
+}
+
+/// The additive mask for `batch`'s `attention_mask` (if any), checked against `input_ids`.
+pub(crate) fn encoder_mask(
+    batch: &Batch,
+    input_ids: &Tensor,
+    dtype: candle_core::DType,
+) -> Result<Option<Tensor>> {
+    match batch.get("attention_mask") {
+        Some(m) => {
+            if m.dims() != input_ids.dims() {
+                return Err(Error::input(format!(
+                    "attention_mask has shape {:?} but input_ids has {:?}",
+                    m.dims(),
+                    input_ids.dims()
+                )));
+            }
+            Ok(Some(crate::nn::additive_mask(m, dtype)?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// What an encoder stack returns: the last hidden state and, if asked, every layer's input and
+/// output and attention probabilities.
+pub(crate) struct EncoderOutput {
+    pub last_hidden_state: Tensor,
+    pub hidden_states: Option<Vec<Tensor>>,
+    pub attentions: Option<Vec<Tensor>>,
+}
+
+/// Runs `layers` in order, collecting `hidden_states` and `attentions` as transformers does.
+pub(crate) fn run_encoder<L>(
+    layers: &[L],
+    mut h: Tensor,
+    mask: Option<&Tensor>,
+    options: &ForwardOptions,
+    forward: impl Fn(&L, &Tensor, Option<&Tensor>, bool) -> Result<(Tensor, Option<Tensor>)>,
+) -> Result<EncoderOutput> {
+    let mut hidden_states = options.output_hidden_states.then(Vec::new);
+    let mut attentions = options.output_attentions.then(Vec::new);
+    for layer in layers {
+        if let Some(hs) = hidden_states.as_mut() {
+            hs.push(h.clone());
+        }
+        let (next, probs) = forward(layer, &h, mask, options.output_attentions)?;
+        h = next;
+        if let (Some(list), Some(p)) = (attentions.as_mut(), probs) {
+            list.push(p);
+        }
+    }
+    if let Some(hs) = hidden_states.as_mut() {
+        hs.push(h.clone());
+    }
+    Ok(EncoderOutput {
+        last_hidden_state: h,
+        hidden_states,
+        attentions,
+    })
+}

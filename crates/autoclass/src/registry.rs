@@ -1,0 +1,172 @@
+//! THE one list of architectures. Every string from a config file that names a model type is
+//! matched here, and nowhere else.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::config::{Config, ModelConfig};
+use crate::error::{Error, Result};
+use crate::models::{bert, distilbert, TaskModel};
+use crate::weights::VarBuilder;
+
+/// What a model is loaded for: the head on top of the base model (transformers' Auto classes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Task {
+    /// The bare model (`AutoModel`).
+    Base,
+    /// `AutoModelForSequenceClassification`.
+    SequenceClassification,
+    /// `AutoModelForTokenClassification`.
+    TokenClassification,
+    /// `AutoModelForMaskedLM`.
+    MaskedLm,
+    /// `AutoModelForQuestionAnswering`.
+    QuestionAnswering,
+}
+
+impl Task {
+    /// Every task, in CLI order.
+    pub const ALL: &'static [Task] = &[
+        Task::Base,
+        Task::SequenceClassification,
+        Task::TokenClassification,
+        Task::MaskedLm,
+        Task::QuestionAnswering,
+    ];
+
+    /// The CLI name (`sequence-classification`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Base => "base",
+            Task::SequenceClassification => "sequence-classification",
+            Task::TokenClassification => "token-classification",
+            Task::MaskedLm => "masked-lm",
+            Task::QuestionAnswering => "question-answering",
+        }
+    }
+
+    /// The transformers Auto class for this task.
+    pub fn auto_class(self) -> &'static str {
+        match self {
+            Task::Base => "AutoModel",
+            Task::SequenceClassification => "AutoModelForSequenceClassification",
+            Task::TokenClassification => "AutoModelForTokenClassification",
+            Task::MaskedLm => "AutoModelForMaskedLM",
+            Task::QuestionAnswering => "AutoModelForQuestionAnswering",
+        }
+    }
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Task {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Task::ALL
+            .iter()
+            .copied()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                Error::input(format!(
+                    "unknown task `{s}`; known tasks: {}",
+                    Task::ALL
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+}
+
+/// One architecture: its model type, config class, tasks and how to build each task's model.
+pub trait Architecture: Sync {
+    /// `model_type` in config.json.
+    fn model_type(&self) -> &'static str;
+    /// transformers' config class name (`BertConfig`).
+    fn config_class(&self) -> &'static str;
+    /// transformers' `base_model_prefix` (`bert`): the name of the base model inside head models.
+    fn base_model_prefix(&self) -> &'static str;
+    /// transformers' `attribute_map`: (alias, canonical config.json name).
+    fn attribute_map(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    /// The tokenizer class transformers maps this model type to (`TOKENIZER_MAPPING`).
+    fn tokenizer_class(&self) -> &'static str;
+    /// The tasks this architecture supports, with the transformers class for each.
+    fn tasks(&self) -> &'static [(Task, &'static str)];
+    /// Parses the typed model-specific config.
+    fn parse_config(&self, raw: &Map<String, Value>) -> Result<Arc<dyn ModelConfig>>;
+    /// Builds the model for `task`, reading weights through `vb`.
+    fn load(&self, task: Task, config: &Config, vb: &VarBuilder) -> Result<Box<dyn TaskModel>>;
+
+    /// The transformers class name for `task`, if supported.
+    fn class_name(&self, task: Task) -> Option<&'static str> {
+        self.tasks()
+            .iter()
+            .find(|(t, _)| *t == task)
+            .map(|(_, c)| *c)
+    }
+}
+
+/// Every architecture autoclass implements.
+pub const ARCHITECTURES: &[&dyn Architecture] = &[&bert::Bert, &distilbert::DistilBert];
+
+/// Every known model type.
+pub fn model_types() -> Vec<&'static str> {
+    ARCHITECTURES.iter().map(|a| a.model_type()).collect()
+}
+
+/// The architecture for `model_type`, or an error listing the known ones.
+pub fn architecture(model_type: &str) -> Result<&'static dyn Architecture> {
+    ARCHITECTURES
+        .iter()
+        .copied()
+        .find(|a| a.model_type() == model_type)
+        .ok_or_else(|| Error::UnknownModelType {
+            found: model_type.to_string(),
+            known: model_types(),
+        })
+}
+
+/// The error for an architecture that lacks `task`.
+pub fn unsupported_task(arch: &dyn Architecture, task: Task) -> Error {
+    Error::UnsupportedTask {
+        model_type: arch.model_type().to_string(),
+        config_class: arch.config_class().to_string(),
+        auto_class: task.auto_class().to_string(),
+        supported: arch.tasks().iter().map(|(t, _)| t.as_str()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_types_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for arch in ARCHITECTURES {
+            assert!(
+                seen.insert(arch.model_type()),
+                "duplicate {}",
+                arch.model_type()
+            );
+            assert!(!arch.tasks().is_empty());
+        }
+    }
+
+    #[test]
+    fn tasks_round_trip() {
+        for task in Task::ALL {
+            assert_eq!(task.as_str().parse::<Task>().ok(), Some(*task));
+        }
+        assert!("nope".parse::<Task>().is_err());
+    }
+}

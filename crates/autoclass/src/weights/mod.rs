@@ -1,0 +1,389 @@
+//! Weights: finding the weight files of a checkpoint, reading them, mapping checkpoint names to
+//! model names the way transformers does (`base_model_prefix`, legacy `gamma`/`beta`), and the
+//! load report (missing, unexpected, mismatched).
+
+pub mod safetensors;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Tensor};
+
+pub use self::safetensors::SafetensorsStore;
+use crate::error::{Error, Result};
+use crate::hub::Checkpoint;
+
+/// The file names transformers looks for, in its order (`modeling_utils._get_resolved_checkpoint_files`).
+pub const SAFE_WEIGHTS_NAME: &str = "model.safetensors";
+/// Sharded safetensors index.
+pub const SAFE_WEIGHTS_INDEX_NAME: &str = "model.safetensors.index.json";
+/// PyTorch pickle weights.
+pub const WEIGHTS_NAME: &str = "pytorch_model.bin";
+/// Sharded PyTorch pickle weights index.
+pub const WEIGHTS_INDEX_NAME: &str = "pytorch_model.bin.index.json";
+
+/// Opens the weights of a checkpoint in transformers' order: `model.safetensors`, then the
+/// sharded index, then (not yet readable) `pytorch_model.bin`.
+pub fn open_checkpoint_weights(checkpoint: &Checkpoint) -> Result<SafetensorsStore> {
+    if let Some(path) = checkpoint.get(SAFE_WEIGHTS_NAME)? {
+        return SafetensorsStore::open(&path);
+    }
+    if let Some(index) = checkpoint.get(SAFE_WEIGHTS_INDEX_NAME)? {
+        return SafetensorsStore::open_index(&index, |shard| checkpoint.require(shard));
+    }
+    for name in [WEIGHTS_NAME, WEIGHTS_INDEX_NAME] {
+        if let Some(path) = checkpoint.get(name)? {
+            return Err(Error::UnsupportedWeights {
+                path,
+                format: "PyTorch pickle (.bin)".into(),
+            });
+        }
+    }
+    Err(Error::NoWeights {
+        name: checkpoint.name().to_string(),
+    })
+}
+
+/// Which dtype to load floating-point weights in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DTypeChoice {
+    /// float32 (the default here, as in transformers 4).
+    #[default]
+    F32,
+    /// float16.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// The config's `dtype`/`torch_dtype`, else the checkpoint's first float tensor (transformers 5's default).
+    Auto,
+}
+
+impl std::str::FromStr for DTypeChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "float32" => Ok(DTypeChoice::F32),
+            "f16" | "float16" | "half" => Ok(DTypeChoice::F16),
+            "bf16" | "bfloat16" => Ok(DTypeChoice::BF16),
+            "auto" => Ok(DTypeChoice::Auto),
+            other => Err(Error::input(format!(
+                "unknown dtype `{other}`; use f32, f16, bf16 or auto"
+            ))),
+        }
+    }
+}
+
+impl DTypeChoice {
+    /// The concrete dtype, given the config's dtype string and the store.
+    pub fn resolve(self, config_dtype: Option<&str>, store: &SafetensorsStore) -> DType {
+        match self {
+            DTypeChoice::F32 => DType::F32,
+            DTypeChoice::F16 => DType::F16,
+            DTypeChoice::BF16 => DType::BF16,
+            DTypeChoice::Auto => match config_dtype {
+                Some("float32") => DType::F32,
+                Some("float16") => DType::F16,
+                Some("bfloat16") => DType::BF16,
+                _ => store.first_float_dtype().unwrap_or(DType::F32),
+            },
+        }
+    }
+}
+
+/// How a parameter the checkpoint lacks is initialised (transformers' `_init_weights`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// All values equal (LayerNorm weight 1, biases 0).
+    Const(f64),
+    /// Normal(0, std), seeded by the parameter name so it is reproducible.
+    Normal(f64),
+}
+
+/// What happened when a checkpoint was loaded into a model (transformers' load report).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadReport {
+    /// Model parameters the checkpoint lacked; they were newly initialised.
+    pub missing: Vec<String>,
+    /// Checkpoint tensors the model did not use.
+    pub unexpected: Vec<String>,
+    /// Tensors whose shapes differed (always also an error today).
+    pub mismatched: Vec<String>,
+}
+
+impl LoadReport {
+    /// Logs the report as transformers warns about it.
+    pub fn warn(&self, class_name: &str, source: &str) {
+        if !self.unexpected.is_empty() {
+            log::warn!(
+                "Some weights of the model checkpoint at {source} were not used when initializing {class_name}: {:?}",
+                self.unexpected
+            );
+        }
+        if !self.missing.is_empty() {
+            log::warn!(
+                "Some weights of {class_name} were not initialized from the model checkpoint at {source} and are newly initialized: {:?}\nYou should probably TRAIN this model on a down-stream task to be able to use it for predictions and inference.",
+                self.missing
+            );
+        }
+    }
+}
+
+/// Patterns of checkpoint keys transformers never reports as unexpected.
+fn ignored_unexpected(name: &str) -> bool {
+    name == "position_ids" || name.ends_with(".position_ids")
+}
+
+struct LoadState {
+    store: SafetensorsStore,
+    dtype: DType,
+    device: Device,
+    prefix: &'static str,
+    used: Mutex<HashSet<String>>,
+    missing: Mutex<Vec<String>>,
+}
+
+/// Reaches weights by name, like candle's `VarBuilder` (`vb.pp("encoder")`), with transformers'
+/// name mapping and a record of what was used and what was missing.
+#[derive(Clone)]
+pub struct VarBuilder {
+    state: Arc<LoadState>,
+    path: Vec<String>,
+}
+
+impl VarBuilder {
+    /// A builder over `store`, loading in `dtype` on `device`; `base_model_prefix` is the name of
+    /// the base model inside head models (`bert`).
+    pub fn new(
+        store: SafetensorsStore,
+        dtype: DType,
+        device: Device,
+        base_model_prefix: &'static str,
+    ) -> Self {
+        VarBuilder {
+            state: Arc::new(LoadState {
+                store,
+                dtype,
+                device,
+                prefix: base_model_prefix,
+                used: Mutex::new(HashSet::new()),
+                missing: Mutex::new(Vec::new()),
+            }),
+            path: Vec::new(),
+        }
+    }
+
+    /// The same builder one level deeper: `vb.pp("encoder")`.
+    pub fn pp(&self, name: impl ToString) -> Self {
+        let mut path = self.path.clone();
+        path.push(name.to_string());
+        VarBuilder {
+            state: self.state.clone(),
+            path,
+        }
+    }
+
+    /// The dtype weights are loaded in.
+    pub fn dtype(&self) -> DType {
+        self.state.dtype
+    }
+
+    /// The device weights are loaded on.
+    pub fn device(&self) -> &Device {
+        &self.state.device
+    }
+
+    fn full_name(&self, name: &str) -> String {
+        let mut parts = self.path.clone();
+        parts.push(name.to_string());
+        parts.join(".")
+    }
+
+    /// The checkpoint key holding model parameter `full`, trying transformers' renamings:
+    /// the name itself, with `base_model_prefix` stripped or added, and legacy `gamma`/`beta`.
+    fn find(&self, full: &str) -> Option<String> {
+        let prefix = self.state.prefix;
+        let mut candidates = vec![full.to_string()];
+        match full.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) {
+            Some(stripped) => candidates.push(stripped.to_string()),
+            None => candidates.push(format!("{prefix}.{full}")),
+        }
+        let legacy: Vec<String> = candidates
+            .iter()
+            .filter_map(|c| {
+                if let Some(base) = c.strip_suffix("LayerNorm.weight") {
+                    Some(format!("{base}LayerNorm.gamma"))
+                } else {
+                    c.strip_suffix("LayerNorm.bias")
+                        .map(|base| format!("{base}LayerNorm.beta"))
+                }
+            })
+            .collect();
+        candidates.extend(legacy);
+        candidates
+            .into_iter()
+            .find(|c| self.state.store.contains(c))
+    }
+
+    fn mark_used(&self, key: &str) {
+        if let Ok(mut used) = self.state.used.lock() {
+            used.insert(key.to_string());
+        }
+    }
+
+    /// Whether the checkpoint has a tensor for parameter `name` (under any accepted spelling).
+    pub fn contains(&self, name: &str) -> bool {
+        self.find(&self.full_name(name)).is_some()
+    }
+
+    /// Loads parameter `name` of shape `shape`; initialises it with `init` if the checkpoint
+    /// lacks it (recorded as missing). A shape mismatch is an error naming the tensor.
+    pub fn get(&self, shape: &[usize], name: &str, init: Init) -> Result<Tensor> {
+        let full = self.full_name(name);
+        match self.find(&full) {
+            Some(key) => {
+                self.mark_used(&key);
+                self.load_checked(&key, &full, shape)
+            }
+            None => {
+                if let Ok(mut missing) = self.state.missing.lock() {
+                    missing.push(full.clone());
+                }
+                self.init(&full, shape, init)
+            }
+        }
+    }
+
+    /// Loads parameter `name`, or uses `tied` (e.g. the word embeddings for an MLM decoder) when
+    /// the checkpoint lacks it, as `tie_weights` does.
+    pub fn get_or_tied(&self, shape: &[usize], name: &str, tied: &Tensor) -> Result<Tensor> {
+        let full = self.full_name(name);
+        match self.find(&full) {
+            Some(key) => {
+                self.mark_used(&key);
+                self.load_checked(&key, &full, shape)
+            }
+            None => {
+                if tied.dims() != shape {
+                    return Err(Error::ShapeMismatch {
+                        name: full,
+                        expected: shape.to_vec(),
+                        found: tied.dims().to_vec(),
+                        path: None,
+                    });
+                }
+                Ok(tied.clone())
+            }
+        }
+    }
+
+    fn load_checked(&self, key: &str, full: &str, shape: &[usize]) -> Result<Tensor> {
+        let store = &self.state.store;
+        if let Some(info) = store.info(key) {
+            if info.shape != shape {
+                return Err(Error::ShapeMismatch {
+                    name: full.to_string(),
+                    expected: shape.to_vec(),
+                    found: info.shape,
+                    path: store.path_of(key).map(|p| p.to_path_buf()),
+                });
+            }
+        }
+        store.load(key, self.state.dtype, &self.state.device)
+    }
+
+    fn init(&self, full: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let numel: usize = shape.iter().product();
+        let values: Vec<f32> = match init {
+            Init::Const(v) => vec![v as f32; numel],
+            Init::Normal(std) => {
+                let mut rng = SplitMix64::from_name(full);
+                (0..numel).map(|_| (rng.normal() * std) as f32).collect()
+            }
+        };
+        Ok(Tensor::from_vec(values, shape, &self.state.device)?.to_dtype(self.state.dtype)?)
+    }
+
+    /// The load report: missing parameters and unused checkpoint tensors.
+    pub fn report(&self) -> LoadReport {
+        let used = self
+            .state
+            .used
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default();
+        let mut missing = self
+            .state
+            .missing
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        missing.sort();
+        let unexpected: BTreeSet<String> = self
+            .state
+            .store
+            .names()
+            .filter(|n| !used.contains(*n) && !ignored_unexpected(n))
+            .map(str::to_string)
+            .collect();
+        LoadReport {
+            missing,
+            unexpected: unexpected.into_iter().collect(),
+            mismatched: Vec::new(),
+        }
+    }
+}
+
+/// A small seeded generator for reproducible initialisation of missing weights.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn from_name(name: &str) -> Self {
+        // FNV-1a of the parameter name, so each tensor's values do not depend on load order.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        SplitMix64(h ^ 0x5eed_0000_0000_0042)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// Box-Muller.
+    fn normal(&mut self) -> f64 {
+        let u1 = self.uniform();
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_init_is_reproducible_and_normal() {
+        let a: Vec<f64> = {
+            let mut r = SplitMix64::from_name("classifier.weight");
+            (0..10_000).map(|_| r.normal()).collect()
+        };
+        let mut r = SplitMix64::from_name("classifier.weight");
+        assert!(a.iter().all(|v| *v == r.normal()));
+        let mean = a.iter().sum::<f64>() / a.len() as f64;
+        let var = a.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / a.len() as f64;
+        assert!(
+            mean.abs() < 0.05 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
+    }
+}

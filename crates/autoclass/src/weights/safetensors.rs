@@ -1,0 +1,250 @@
+//! Memory-mapped safetensors files, single or sharded (`model.safetensors.index.json`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use memmap2::Mmap;
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::SafeTensors;
+
+use crate::error::{Error, Result};
+
+/// One memory-mapped safetensors file with its parsed header.
+struct MappedFile {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Byte offset of the data section (8 + header length).
+    data_start: usize,
+    metadata: Metadata,
+}
+
+impl MappedFile {
+    fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the file is mapped read-only. Like every mmap reader (candle, safetensors'
+        // Python bindings) we rely on the checkpoint not being truncated by another process while
+        // mapped; the header is fully validated below before any tensor bytes are touched.
+        #[allow(unsafe_code)]
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| Error::InvalidWeights {
+                path: path.to_path_buf(),
+                reason: describe(&e),
+            })?;
+        Ok(MappedFile {
+            path: path.to_path_buf(),
+            mmap,
+            data_start: 8 + header_len,
+            metadata,
+        })
+    }
+
+    fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.metadata.info(name)
+    }
+}
+
+fn describe(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => {
+            "the file is too small to hold a safetensors header (truncated?)".into()
+        }
+        E::InvalidHeaderLength => {
+            "the header length is larger than the file (truncated or not a safetensors file)".into()
+        }
+        E::HeaderTooLarge => {
+            "the header length is unreasonably large (not a safetensors file?)".into()
+        }
+        E::MetadataIncompleteBuffer => {
+            "the tensor data does not match the file size (truncated or trailing bytes)".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The tensors of a checkpoint, across one or several memory-mapped files.
+pub struct SafetensorsStore {
+    files: Vec<MappedFile>,
+    /// tensor name → file index
+    index: BTreeMap<String, usize>,
+}
+
+/// A tensor's dtype and shape as stored in the checkpoint.
+#[derive(Clone, Debug)]
+pub struct StoredTensor {
+    /// The stored dtype.
+    pub dtype: safetensors::Dtype,
+    /// The stored shape.
+    pub shape: Vec<usize>,
+}
+
+impl SafetensorsStore {
+    /// Maps one `model.safetensors` file.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_many(&[path.to_path_buf()])
+    }
+
+    /// Maps several shard files.
+    pub fn open_many(paths: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::new();
+        let mut index = BTreeMap::new();
+        for path in paths {
+            let file = MappedFile::open(path)?;
+            let i = files.len();
+            for name in file.metadata.tensors().keys() {
+                if index.insert(name.clone(), i).is_some() {
+                    return Err(Error::InvalidWeights {
+                        path: path.clone(),
+                        reason: format!("tensor `{name}` also appears in another shard"),
+                    });
+                }
+            }
+            files.push(file);
+        }
+        Ok(SafetensorsStore { files, index })
+    }
+
+    /// Reads a sharded checkpoint from its index file, resolving shard names with `resolve`.
+    pub fn open_index(
+        index_path: &Path,
+        mut resolve: impl FnMut(&str) -> Result<PathBuf>,
+    ) -> Result<Self> {
+        let raw = crate::config::read_json_object(index_path)?;
+        let weight_map = raw
+            .get("weight_map")
+            .and_then(|v| v.as_object())
+            .ok_or_else(|| Error::InvalidWeights {
+                path: index_path.to_path_buf(),
+                reason: "the index has no `weight_map` object".into(),
+            })?;
+        let mut shards: Vec<String> = Vec::new();
+        let mut expected: HashMap<String, String> = HashMap::new();
+        for (tensor, shard) in weight_map {
+            let shard = shard.as_str().ok_or_else(|| Error::InvalidWeights {
+                path: index_path.to_path_buf(),
+                reason: format!("weight_map entry for `{tensor}` is not a file name"),
+            })?;
+            if shard.contains("..") || shard.starts_with('/') || shard.contains('\\') {
+                return Err(Error::InvalidWeights {
+                    path: index_path.to_path_buf(),
+                    reason: format!("shard name {shard:?} escapes the checkpoint folder"),
+                });
+            }
+            if !shards.iter().any(|s| s == shard) {
+                shards.push(shard.to_string());
+            }
+            expected.insert(tensor.clone(), shard.to_string());
+        }
+        shards.sort();
+        let paths = shards
+            .iter()
+            .map(|s| resolve(s))
+            .collect::<Result<Vec<_>>>()?;
+        let store = Self::open_many(&paths)?;
+        for (tensor, shard) in &expected {
+            let found = store.index.get(tensor).map(|&i| &store.files[i].path);
+            let ok = found.is_some_and(|p| {
+                p.file_name().and_then(|n| n.to_str())
+                    == Path::new(shard).file_name().and_then(|n| n.to_str())
+            });
+            if !ok {
+                return Err(Error::InvalidWeights {
+                    path: index_path.to_path_buf(),
+                    reason: format!("the index says `{tensor}` is in {shard}, but it is not there"),
+                });
+            }
+        }
+        Ok(store)
+    }
+
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    /// Whether the checkpoint holds `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// The stored dtype and shape of `name`.
+    pub fn info(&self, name: &str) -> Option<StoredTensor> {
+        let file = &self.files[*self.index.get(name)?];
+        file.info(name).map(|i| StoredTensor {
+            dtype: i.dtype,
+            shape: i.shape.clone(),
+        })
+    }
+
+    /// The file `name` is stored in.
+    pub fn path_of(&self, name: &str) -> Option<&Path> {
+        self.index.get(name).map(|&i| self.files[i].path.as_path())
+    }
+
+    /// The dtype of the first floating-point tensor (transformers' `dtype="auto"` fallback).
+    pub fn first_float_dtype(&self) -> Option<DType> {
+        let file = self.files.first()?;
+        let mut infos: Vec<(String, &TensorInfo)> = file.metadata.tensors().into_iter().collect();
+        infos.sort_by_key(|(_, i)| i.data_offsets.0);
+        infos.into_iter().find_map(|(_, i)| match i.dtype {
+            safetensors::Dtype::F32 => Some(DType::F32),
+            safetensors::Dtype::F16 => Some(DType::F16),
+            safetensors::Dtype::BF16 => Some(DType::BF16),
+            safetensors::Dtype::F64 => Some(DType::F64),
+            _ => None,
+        })
+    }
+
+    /// Loads `name` as a tensor of `dtype` on `device`.
+    pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        let &i = self.index.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+        })?;
+        let file = &self.files[i];
+        let invalid = |reason: String| Error::InvalidWeights {
+            path: file.path.clone(),
+            reason,
+        };
+        let info = file
+            .info(name)
+            .ok_or_else(|| invalid(format!("tensor `{name}` vanished from the header")))?;
+        let stored = match info.dtype {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            safetensors::Dtype::F64 => DType::F64,
+            safetensors::Dtype::I64 => DType::I64,
+            safetensors::Dtype::I32 => DType::I32,
+            safetensors::Dtype::U8 => DType::U8,
+            safetensors::Dtype::U32 => DType::U32,
+            other => {
+                return Err(invalid(format!(
+                    "tensor `{name}` has dtype {other:?}, which is not supported"
+                )))
+            }
+        };
+        let (start, end) = info.data_offsets;
+        let bytes = file
+            .mmap
+            .get(file.data_start + start..file.data_start + end)
+            .ok_or_else(|| invalid(format!("tensor `{name}` lies outside the file")))?;
+        let numel: usize = info.shape.iter().product();
+        if numel * stored.size_in_bytes() != bytes.len() {
+            return Err(invalid(format!(
+                "tensor `{name}` has {} bytes for shape {:?} of {:?}",
+                bytes.len(),
+                info.shape,
+                info.dtype
+            )));
+        }
+        let tensor = Tensor::from_raw_buffer(bytes, stored, &info.shape, device)?;
+        Ok(if stored == dtype {
+            tensor
+        } else {
+            tensor.to_dtype(dtype)?
+        })
+    }
+}
