@@ -1,1 +1,302 @@
-fn main() {}
+//! The `autoclass` command: tokenize, run and inspect Hugging Face checkpoints.
+//!
+//! A thin layer: parse arguments, call the library, print. Errors are one line on stderr and
+//! a non-zero exit status. The command names and flags are a contract used by outside scripts:
+//! extend them, never rename them.
+
+mod output;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use autoclass::candle_core::{DType, Device, Tensor};
+use autoclass::{
+    AutoTokenizer, Checkpoint, Config, ConfigOverrides, DTypeChoice, EncodeOptions, Encoding,
+    ForwardOptions, HubOptions, LoadOptions, Model, Padding, Task, Tokenizer, Truncation,
+};
+use clap::{Args, Parser, Subcommand};
+
+/// Load Hugging Face checkpoints and run them, like transformers' Auto classes.
+#[derive(Parser, Debug)]
+#[command(name = "autoclass", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Tokenize text and print the encoding as JSON with transformers' keys.
+    Tokenize(TokenizeArgs),
+    /// Tokenize, run the model for a task and print the result.
+    Run(RunArgs),
+    /// Show the resolved files, model type, config class, architectures and supported tasks.
+    Inspect(InspectArgs),
+}
+
+/// Where the checkpoint comes from.
+#[derive(Args, Debug, Clone)]
+struct Source {
+    /// A local folder or a Hub id (`org/name`) found in the Hugging Face cache.
+    model: String,
+    /// Branch, tag or commit hash (Hub ids only).
+    #[arg(long)]
+    revision: Option<String>,
+    /// Folder inside the repo that holds the checkpoint.
+    #[arg(long)]
+    subfolder: Option<String>,
+    /// Hub cache folder (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+impl Source {
+    fn hub(&self) -> HubOptions {
+        HubOptions {
+            revision: self.revision.clone(),
+            subfolder: self.subfolder.clone(),
+            cache_dir: self.cache_dir.clone(),
+            ..HubOptions::default()
+        }
+    }
+}
+
+/// The text inputs and tokenizer options shared by `tokenize` and `run`.
+#[derive(Args, Debug, Clone)]
+struct TextArgs {
+    /// Text to encode; repeat for a batch.
+    #[arg(long = "text")]
+    texts: Vec<String>,
+    /// Second sequence of a pair; repeat once per --text.
+    #[arg(long = "text-pair")]
+    text_pairs: Vec<String>,
+    /// Pad the batch: `longest` (the default when the flag has no value) or `max_length`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "longest")]
+    padding: Option<String>,
+    /// Truncate: `longest_first` (the default when the flag has no value), `only_first`, `only_second`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "longest_first")]
+    truncation: Option<String>,
+    /// Maximum length for truncation and `max_length` padding.
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Also return character offsets (`offset_mapping`).
+    #[arg(long)]
+    return_offsets_mapping: bool,
+}
+
+impl TextArgs {
+    fn options(&self) -> autoclass::Result<EncodeOptions> {
+        Ok(EncodeOptions {
+            padding: match &self.padding {
+                Some(p) => p.parse()?,
+                None => Padding::None,
+            },
+            truncation: self
+                .truncation
+                .as_deref()
+                .map(str::parse::<Truncation>)
+                .transpose()?,
+            max_length: self.max_length,
+            return_offsets_mapping: self.return_offsets_mapping,
+            ..EncodeOptions::default()
+        })
+    }
+
+    fn encode(&self, tokenizer: &Tokenizer) -> autoclass::Result<Encoding> {
+        if self.texts.is_empty() {
+            return Err(autoclass::Error::input("give at least one --text"));
+        }
+        if let Some(i) = self
+            .texts
+            .iter()
+            .chain(&self.text_pairs)
+            .position(|t| t.trim().is_empty())
+        {
+            let which = if i < self.texts.len() {
+                "--text"
+            } else {
+                "--text-pair"
+            };
+            return Err(autoclass::Error::input(format!(
+                "{which} is empty; give some text to encode"
+            )));
+        }
+        if !self.text_pairs.is_empty() && self.text_pairs.len() != self.texts.len() {
+            return Err(autoclass::Error::input(format!(
+                "got {} --text but {} --text-pair; give one pair per text",
+                self.texts.len(),
+                self.text_pairs.len()
+            )));
+        }
+        let options = self.options()?;
+        let texts: Vec<&str> = self.texts.iter().map(String::as_str).collect();
+        let pairs: Vec<&str> = self.text_pairs.iter().map(String::as_str).collect();
+        let pairs = (!pairs.is_empty()).then_some(&pairs[..]);
+        let mut encoding = tokenizer.encode_batch(&texts, pairs, &options)?;
+        encoding.single = texts.len() == 1;
+        Ok(encoding)
+    }
+}
+
+#[derive(Args, Debug)]
+struct TokenizeArgs {
+    #[command(flatten)]
+    source: Source,
+    #[command(flatten)]
+    text: TextArgs,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    source: Source,
+    /// base, sequence-classification, token-classification, masked-lm or question-answering.
+    #[arg(long)]
+    task: String,
+    #[command(flatten)]
+    text: TextArgs,
+    /// Weight dtype: f32 (default), f16, bf16 or auto (the config's dtype).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Override the number of labels of a classification head.
+    #[arg(long)]
+    num_labels: Option<usize>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write every input tensor and every output tensor to this .safetensors file.
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Also return (and save) every layer's hidden states.
+    #[arg(long)]
+    output_hidden_states: bool,
+    /// Also return (and save) every layer's attention probabilities.
+    #[arg(long)]
+    output_attentions: bool,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    autoclass::log_warnings_to_stderr();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Tokenize(args) => tokenize(args),
+        Command::Run(args) => run(args),
+        Command::Inspect(args) => inspect(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = e.to_string().replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tokenize(args: TokenizeArgs) -> autoclass::Result<()> {
+    let tokenizer = AutoTokenizer::from_pretrained_with(&args.source.model, &args.source.hub())?;
+    let encoding = args.text.encode(&tokenizer)?;
+    println!("{}", encoding.to_json());
+    Ok(())
+}
+
+fn run(args: RunArgs) -> autoclass::Result<()> {
+    let task: Task = args.task.parse()?;
+    let hub = args.source.hub();
+    let options = LoadOptions {
+        hub: hub.clone(),
+        config: ConfigOverrides {
+            num_labels: args.num_labels,
+            ..ConfigOverrides::default()
+        },
+        dtype: args.dtype.parse::<DTypeChoice>()?,
+        device: None,
+    };
+    let checkpoint = Checkpoint::resolve(&args.source.model, &hub)?;
+    let config = Config::from_checkpoint(&checkpoint, &options.config)?;
+    autoclass::auto::check_task(&config, task)?;
+    let tokenizer = Tokenizer::from_checkpoint(&checkpoint)?;
+    let mut text = args.text.clone();
+    if text.padding.is_none() && text.texts.len() > 1 {
+        // A model cannot run a ragged batch: pad to the longest, as transformers' pipelines do.
+        text.padding = Some("longest".into());
+    }
+    let encoding = text.encode(&tokenizer)?;
+    let model = Model::from_checkpoint(&checkpoint, config, task, &options)?;
+    let batch = encoding.to_batch(model.device())?;
+    let forward = ForwardOptions {
+        output_hidden_states: args.output_hidden_states,
+        output_attentions: args.output_attentions,
+    };
+    let outputs = model.forward_with(&batch, &forward)?;
+    if let Some(path) = &args.save {
+        save(path, &batch, &outputs)?;
+    }
+    let report = output::report(&model, &tokenizer, &encoding, &outputs)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", output::human(&report));
+    }
+    Ok(())
+}
+
+/// Writes inputs and outputs under transformers' names: integers as i64, floats as f32.
+fn save(
+    path: &PathBuf,
+    batch: &autoclass::Batch,
+    outputs: &autoclass::ModelOutput,
+) -> autoclass::Result<()> {
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (name, t) in batch.iter() {
+        let dtype = if t.dtype().is_int() {
+            DType::I64
+        } else {
+            DType::F32
+        };
+        tensors.insert(
+            name.to_string(),
+            t.to_dtype(dtype)?.to_device(&Device::Cpu)?.contiguous()?,
+        );
+    }
+    for (name, t) in outputs.named_tensors() {
+        tensors.insert(
+            name,
+            t.to_dtype(DType::F32)?
+                .to_device(&Device::Cpu)?
+                .contiguous()?,
+        );
+    }
+    autoclass::candle_core::safetensors::save(&tensors, path).map_err(|e| match e {
+        autoclass::candle_core::Error::Io(source) => autoclass::Error::io(path, source),
+        other => autoclass::Error::Tensor(other),
+    })
+}
+
+fn inspect(args: InspectArgs) -> autoclass::Result<()> {
+    let checkpoint = Checkpoint::resolve(&args.source.model, &args.source.hub())?;
+    let config = Config::from_checkpoint(&checkpoint, &ConfigOverrides::default())?;
+    let info = output::inspect(&checkpoint, &config)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&info).unwrap_or_default()
+        );
+    } else {
+        print!("{}", output::human_inspect(&info));
+    }
+    Ok(())
+}

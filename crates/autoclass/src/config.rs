@@ -337,13 +337,17 @@ fn json_kind(v: &Value) -> &'static str {
 /// Deserialises a typed config from config.json values; errors name the offending field.
 pub fn parse_typed<T: serde::de::DeserializeOwned>(raw: &Map<String, Value>) -> Result<T> {
     serde_json::from_value(Value::Object(raw.clone())).map_err(|e| {
-        let msg = e.to_string();
-        let field = msg
-            .split('`')
-            .nth(1)
-            .map(str::to_string)
+        // serde_json's message does not name the field: find it by parsing one key at a time.
+        let field = raw
+            .iter()
+            .find(|(k, v)| {
+                let single: Map<String, Value> =
+                    std::iter::once(((*k).clone(), (*v).clone())).collect();
+                serde_json::from_value::<T>(Value::Object(single)).is_err()
+            })
+            .map(|(k, _)| k.clone())
             .unwrap_or_else(|| "<config>".to_string());
-        Error::config(field, msg)
+        Error::config(field, e.to_string())
     })
 }
 

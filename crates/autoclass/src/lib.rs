@@ -41,3 +41,29 @@ pub use weights::{DTypeChoice, LoadReport};
 
 /// Re-exported so callers can build tensors and pick devices without naming candle themselves.
 pub use candle_core;
+
+/// Prints the library's warnings (load reports, over-long inputs; transformers' `logger.warning`)
+/// on stderr as `warning: ...`. Call once at start-up; a no-op if a logger is already installed.
+pub fn log_warnings_to_stderr() {
+    struct StderrLogger;
+    impl log::Log for StderrLogger {
+        fn enabled(&self, metadata: &log::Metadata) -> bool {
+            metadata.level() <= log::Level::Warn
+        }
+        fn log(&self, record: &log::Record) {
+            if self.enabled(record.metadata()) {
+                eprintln!("warning: {}", record.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: StderrLogger = StderrLogger;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -122,6 +122,8 @@ pub struct Encoding {
     pub attention_mask: Option<Vec<Vec<i64>>>,
     /// `offset_mapping` (character offsets), when asked for.
     pub offset_mapping: Option<Vec<Vec<(usize, usize)>>>,
+    /// Which input sequence each token comes from (0, 1, or `None` for special tokens).
+    pub sequence_ids: Vec<Vec<Option<usize>>>,
     /// Whether a single text was given (then JSON output is flat, like Python's).
     pub single: bool,
 }
@@ -201,6 +203,8 @@ pub struct Tokenizer {
     truncation_side: Side,
     model_input_names: Vec<String>,
     pad_token: Option<String>,
+    mask_token: Option<String>,
+    special_ids: std::collections::HashSet<u32>,
     source: Option<PathBuf>,
     warned_too_long: AtomicBool,
 }
@@ -334,8 +338,20 @@ impl Tokenizer {
             .get("pad_token")
             .and_then(token_content)
             .or_else(|| wordpiece_class.map(|_| "[PAD]".to_string()));
+        let mask_token = init
+            .get("mask_token")
+            .and_then(token_content)
+            .or_else(|| wordpiece_class.map(|_| "[MASK]".to_string()));
+        let special_ids = inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
         Ok(Tokenizer {
             inner,
+            mask_token,
+            special_ids,
             class_name,
             model_max_length,
             padding_side: side("padding_side")?,
@@ -370,6 +386,26 @@ impl Tokenizer {
     /// The id of `token`, if in the vocabulary.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
+    }
+
+    /// The token string of `id`, if in the vocabulary.
+    pub fn id_to_token(&self, id: i64) -> Option<String> {
+        u32::try_from(id)
+            .ok()
+            .and_then(|id| self.inner.id_to_token(id))
+    }
+
+    /// Whether `id` is a special token (`[CLS]`, `[SEP]`, `[PAD]`, ...).
+    pub fn is_special_id(&self, id: i64) -> bool {
+        u32::try_from(id).is_ok_and(|id| self.special_ids.contains(&id))
+    }
+
+    /// The id of the mask token (`[MASK]`), if the tokenizer has one.
+    pub fn mask_token_id(&self) -> Option<i64> {
+        self.mask_token
+            .as_deref()
+            .and_then(|t| self.inner.token_to_id(t))
+            .map(i64::from)
     }
 
     /// `tokenizer(text)`.
@@ -447,12 +483,13 @@ impl Tokenizer {
                     std::iter::once(first).chain(second).collect(),
                     options.add_special_tokens,
                 )
-                .and_then(|mut v| {
-                    let mut out = v.remove(0);
-                    for other in v {
+                .map(|v| {
+                    let mut parts = v.into_iter();
+                    let mut out = parts.next().unwrap_or_default();
+                    for other in parts {
                         out.merge_with(other, false);
                     }
-                    Ok(out)
+                    out
                 }),
             }
             .map_err(|e| Error::Tokenizer {
@@ -485,6 +522,7 @@ impl Tokenizer {
             offset_mapping: options
                 .return_offsets_mapping
                 .then(|| encodings.iter().map(|e| e.get_offsets().to_vec()).collect()),
+            sequence_ids: encodings.iter().map(|e| e.get_sequence_ids()).collect(),
             single: false,
         })
     }

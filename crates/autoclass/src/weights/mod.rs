@@ -140,7 +140,14 @@ struct LoadState {
     prefix: &'static str,
     used: Mutex<HashSet<String>>,
     missing: Mutex<Vec<String>>,
+    /// (tensors, values) initialised so far because the checkpoint lacked them.
+    init_budget: Mutex<(usize, usize)>,
 }
+
+/// At most this many parameters may be missing from a checkpoint and newly initialised.
+const MAX_NEW_TENSORS: usize = 10_000;
+/// At most this many values (1 GiB of f32) may be newly initialised.
+const MAX_NEW_ELEMENTS: usize = 1 << 28;
 
 /// Reaches weights by name, like candle's `VarBuilder` (`vb.pp("encoder")`), with transformers'
 /// name mapping and a record of what was used and what was missing.
@@ -167,6 +174,7 @@ impl VarBuilder {
                 prefix: base_model_prefix,
                 used: Mutex::new(HashSet::new()),
                 missing: Mutex::new(Vec::new()),
+                init_budget: Mutex::new((0, 0)),
             }),
             path: Vec::new(),
         }
@@ -292,7 +300,29 @@ impl VarBuilder {
     }
 
     fn init(&self, full: &str, shape: &[usize], init: Init) -> Result<Tensor> {
-        let numel: usize = shape.iter().product();
+        let numel = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(usize::MAX);
+        // A hostile config (huge sizes, millions of layers) must not turn into a huge allocation.
+        let (count, total) = {
+            let mut budget =
+                self.state.init_budget.lock().map_err(|_| {
+                    Error::input("weight loading was poisoned by an earlier failure")
+                })?;
+            budget.0 += 1;
+            budget.1 = budget.1.saturating_add(numel);
+            *budget
+        };
+        if count > MAX_NEW_TENSORS || total > MAX_NEW_ELEMENTS {
+            return Err(Error::InvalidConfig {
+                path: None,
+                field: full.to_string(),
+                reason: format!(
+                    "the config asks for more new (missing from the checkpoint) weights than allowed: {count} tensors, {total} values (limits {MAX_NEW_TENSORS} and {MAX_NEW_ELEMENTS}); check the sizes in config.json"
+                ),
+            });
+        }
         let values: Vec<f32> = match init {
             Init::Const(v) => vec![v as f32; numel],
             Init::Normal(std) => {

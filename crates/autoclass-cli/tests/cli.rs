@@ -1,0 +1,406 @@
+//! The CLI contract: `tokenize`, `run`, `inspect`, `--save`; bad input gives one clear error line
+//! and a non-zero exit, never a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use autoclass::candle_core::{DType, Device};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("..")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("crates/autoclass/tests/fixtures").join(name)
+}
+
+fn autoclass(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_autoclass"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env(
+            "HF_HUB_CACHE",
+            std::env::temp_dir().join("autoclass-cli-empty-cache"),
+        )
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs a command that must fail: non-zero exit, an `error:` line naming `needle`, no panic.
+fn fails_with(args: &[&str], needle: &str) -> String {
+    let out = autoclass(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "{args:?} succeeded: {}",
+        stdout(&out)
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(
+        line.contains(needle),
+        "{args:?}: expected {needle:?} in {line}"
+    );
+    line.to_string()
+}
+
+/// A scratch copy of a fixture folder.
+fn scratch(from: &str, tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("autoclass-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture(from)).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn tokenize_prints_the_seed_encoding() {
+    let dir = repo().join("checkpoints/bert-base-uncased");
+    let out = autoclass(&[
+        "tokenize",
+        s(&dir),
+        "--text",
+        "In a hole in the ground there lived a hobbit.",
+    ]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        v["input_ids"],
+        serde_json::json!([
+            101, 1999, 1037, 4920, 1999, 1996, 2598, 2045, 2973, 1037, 7570, 10322, 4183, 1012, 102
+        ])
+    );
+    assert_eq!(v["token_type_ids"], serde_json::json!(vec![0; 15]));
+    assert_eq!(v["attention_mask"], serde_json::json!(vec![1; 15]));
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["input_ids", "token_type_ids", "attention_mask"]);
+}
+
+#[test]
+fn tokenize_batches_are_nested() {
+    let dir = repo().join("checkpoints/bert-base-uncased");
+    let out = autoclass(&[
+        "tokenize",
+        s(&dir),
+        "--text",
+        "hello world",
+        "--text",
+        "the",
+        "--padding",
+        "longest",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        v["input_ids"],
+        serde_json::json!([[101, 7592, 2088, 102], [101, 1996, 102, 0]])
+    );
+    assert_eq!(
+        v["attention_mask"],
+        serde_json::json!([[1, 1, 1, 1], [1, 1, 1, 0]])
+    );
+}
+
+/// `run --save` writes transformers' names, ints as i64 and floats as f32, with the reference values.
+#[test]
+fn run_save_matches_the_reference() {
+    let dir = fixture("distilbert_sequence_classification");
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let save = std::env::temp_dir().join(format!(
+        "autoclass-cli-save-{}.safetensors",
+        std::process::id()
+    ));
+    let mut args = vec![
+        "run",
+        s(&dir),
+        "--task",
+        "sequence-classification",
+        "--json",
+        "--save",
+        s(&save),
+    ];
+    let texts: Vec<String> = case["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    let pairs: Vec<String> = case["text_pairs"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    for t in &texts {
+        args.extend(["--text", t]);
+    }
+    for p in &pairs {
+        args.extend(["--text-pair", p]);
+    }
+    args.extend(["--padding", "longest"]);
+    let out = autoclass(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["model"], "DistilBertForSequenceClassification");
+    assert_eq!(report["results"].as_array().unwrap().len(), texts.len());
+
+    let saved = autoclass::candle_core::safetensors::load(&save, &Device::Cpu).unwrap();
+    let expected =
+        autoclass::candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu)
+            .unwrap();
+    assert_eq!(saved["input_ids"].dtype(), DType::I64);
+    assert_eq!(saved["logits"].dtype(), DType::F32);
+    let ids =
+        |t: &autoclass::candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<i64>().unwrap();
+    assert_eq!(ids(&saved["input_ids"]), ids(&expected["input_ids"]));
+    let a = saved["logits"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let e = expected["logits"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(a.len(), e.len());
+    assert!(
+        a.iter().zip(&e).all(|(x, y)| (x - y).abs() < 1e-4),
+        "{a:?} vs {e:?}"
+    );
+    let _ = std::fs::remove_file(save);
+}
+
+#[test]
+fn inspect_lists_files_and_tasks() {
+    let out = autoclass(&["inspect", s(&fixture("bert_sharded")), "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["model_type"], "bert");
+    assert_eq!(v["config_class"], "BertConfig");
+    assert_eq!(
+        v["architectures"],
+        serde_json::json!(["BertForTokenClassification"])
+    );
+    let files: Vec<&str> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"model.safetensors.index.json"), "{files:?}");
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn folder_without_config() {
+    let dir = scratch("bert_base", "noconfig");
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    fails_with(
+        &["run", s(&dir), "--task", "base", "--text", "hi"],
+        "does not appear to have a file named config.json",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn unknown_model_type() {
+    let dir = scratch("bert_base", "unknowntype");
+    let cfg = std::fs::read_to_string(dir.join("config.json"))
+        .unwrap()
+        .replace("\"bert\"", "\"frobnicator\"");
+    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    let line = fails_with(
+        &["run", s(&dir), "--task", "base", "--text", "hi"],
+        "frobnicator",
+    );
+    assert!(
+        line.contains("bert") && line.contains("distilbert"),
+        "known types listed: {line}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn truncated_and_garbage_weights() {
+    let dir = scratch("bert_base", "badweights");
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(
+        &["run", s(&dir), "--task", "base", "--text", "hi"],
+        "model.safetensors",
+    );
+    std::fs::write(
+        &path,
+        b"this is not a safetensors file at all, just some garbage bytes",
+    )
+    .unwrap();
+    fails_with(
+        &["run", s(&dir), "--task", "base", "--text", "hi"],
+        "model.safetensors",
+    );
+    std::fs::write(&path, [0xffu8; 8]).unwrap();
+    fails_with(
+        &["run", s(&dir), "--task", "base", "--text", "hi"],
+        "model.safetensors",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn tensor_shape_mismatch() {
+    let line = fails_with(
+        &[
+            "run",
+            s(&fixture("bert_mismatch")),
+            "--task",
+            "base",
+            "--text",
+            "hi",
+        ],
+        "encoder.layer.0.attention.self.query.weight",
+    );
+    assert!(line.contains("[16, 32]"), "{line}");
+}
+
+#[test]
+fn empty_text() {
+    fails_with(
+        &[
+            "run",
+            s(&fixture("bert_base")),
+            "--task",
+            "base",
+            "--text",
+            "",
+        ],
+        "empty",
+    );
+    fails_with(
+        &["tokenize", s(&fixture("bert_base")), "--text", "  "],
+        "empty",
+    );
+    fails_with(
+        &["run", s(&fixture("bert_base")), "--task", "base"],
+        "--text",
+    );
+}
+
+/// Over model_max_length: transformers' warning from the tokenizer, then a clear model error.
+#[test]
+fn text_over_model_max_length() {
+    let long = "hello world ".repeat(60);
+    let out = autoclass(&[
+        "run",
+        s(&fixture("bert_base")),
+        "--task",
+        "base",
+        "--text",
+        &long,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains(
+            "Token indices sequence length is longer than the specified maximum sequence length"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error: ") && l.contains("exceeds the model's maximum of 64")),
+        "{err}"
+    );
+    // With truncation it runs.
+    let ok = autoclass(&[
+        "run",
+        s(&fixture("bert_base")),
+        "--task",
+        "base",
+        "--text",
+        &long,
+        "--truncation",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+#[test]
+fn hub_id_not_cached_while_offline() {
+    fails_with(
+        &[
+            "run",
+            "google-bert/bert-base-uncased",
+            "--task",
+            "base",
+            "--text",
+            "hi",
+        ],
+        "We couldn't connect to 'https://huggingface.co'",
+    );
+    fails_with(
+        &[
+            "tokenize",
+            "distilbert/distilbert-base-uncased",
+            "--text",
+            "hi",
+        ],
+        "couldn't find them in the cached files",
+    );
+}
+
+#[test]
+fn unsupported_task_and_bad_flags() {
+    fails_with(
+        &[
+            "run",
+            s(&fixture("bert_base")),
+            "--task",
+            "image-classification",
+            "--text",
+            "hi",
+        ],
+        "unknown task",
+    );
+    fails_with(
+        &[
+            "run",
+            s(&fixture("bert_base")),
+            "--task",
+            "base",
+            "--text",
+            "hi",
+            "--dtype",
+            "f8",
+        ],
+        "unknown dtype",
+    );
+    fails_with(
+        &["run", "./no/such/folder", "--task", "base", "--text", "hi"],
+        "is not a local folder and is not a valid model identifier",
+    );
+}
