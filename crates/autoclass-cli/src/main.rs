@@ -243,14 +243,7 @@ fn run(args: RunArgs) -> autoclass::Result<()> {
         save(path, &batch, &outputs)?;
     }
     let report = output::report(&model, &tokenizer, &encoding, &outputs)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
-    } else {
-        print!("{}", output::human(&report));
-    }
+    emit(&report, args.json, output::human);
     Ok(())
 }
 
@@ -290,13 +283,18 @@ fn inspect(args: InspectArgs) -> autoclass::Result<()> {
     let checkpoint = Checkpoint::resolve(&args.source.model, &args.source.hub())?;
     let config = Config::from_checkpoint(&checkpoint, &ConfigOverrides::default())?;
     let info = output::inspect(&checkpoint, &config)?;
-    if args.json {
+    emit(&info, args.json, output::human_inspect);
+    Ok(())
+}
+
+/// Prints `value` as pretty JSON, or its human rendering.
+fn emit(value: &serde_json::Value, json: bool, human: fn(&serde_json::Value) -> String) {
+    if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&info).unwrap_or_default()
+            serde_json::to_string_pretty(value).unwrap_or_default()
         );
     } else {
-        print!("{}", output::human_inspect(&info));
+        print!("{}", human(value));
     }
-    Ok(())
 }
