@@ -17,9 +17,11 @@
 #![deny(unsafe_code)]
 
 pub mod auto;
+pub mod backbone;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod image;
 pub mod models;
 pub mod nn;
 pub mod registry;

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{Config, ModelConfig};
 use crate::error::{Error, Result};
-use crate::models::{bert, distilbert, TaskModel};
+use crate::models::{bert, convnext, distilbert, swin, vit, TaskModel};
 use crate::weights::VarBuilder;
 
 /// What a model is loaded for: the head on top of the base model (transformers' Auto classes).
@@ -24,6 +24,10 @@ pub enum Task {
     MaskedLm,
     /// `AutoModelForQuestionAnswering`.
     QuestionAnswering,
+    /// `AutoModelForImageClassification`.
+    ImageClassification,
+    /// `AutoBackbone`: feature maps of chosen stages.
+    Backbone,
 }
 
 impl Task {
@@ -34,6 +38,8 @@ impl Task {
         Task::TokenClassification,
         Task::MaskedLm,
         Task::QuestionAnswering,
+        Task::ImageClassification,
+        Task::Backbone,
     ];
 
     /// The CLI name (`sequence-classification`).
@@ -44,6 +50,8 @@ impl Task {
             Task::TokenClassification => "token-classification",
             Task::MaskedLm => "masked-lm",
             Task::QuestionAnswering => "question-answering",
+            Task::ImageClassification => "image-classification",
+            Task::Backbone => "backbone",
         }
     }
 
@@ -55,6 +63,8 @@ impl Task {
             Task::TokenClassification => "AutoModelForTokenClassification",
             Task::MaskedLm => "AutoModelForMaskedLM",
             Task::QuestionAnswering => "AutoModelForQuestionAnswering",
+            Task::ImageClassification => "AutoModelForImageClassification",
+            Task::Backbone => "AutoBackbone",
         }
     }
 }
@@ -97,8 +107,14 @@ pub trait Architecture: Sync {
     fn attribute_map(&self) -> &'static [(&'static str, &'static str)] {
         &[]
     }
-    /// The tokenizer class transformers maps this model type to (`TOKENIZER_MAPPING`).
-    fn tokenizer_class(&self) -> &'static str;
+    /// The tokenizer class transformers maps this model type to (`TOKENIZER_MAPPING`), if any.
+    fn tokenizer_class(&self) -> Option<&'static str> {
+        None
+    }
+    /// The image processor class transformers maps this model type to (`IMAGE_PROCESSOR_MAPPING`), if any.
+    fn image_processor_class(&self) -> Option<&'static str> {
+        None
+    }
     /// The tasks this architecture supports, with the transformers class for each.
     fn tasks(&self) -> &'static [(Task, &'static str)];
     /// Parses the typed model-specific config.
@@ -116,7 +132,13 @@ pub trait Architecture: Sync {
 }
 
 /// Every architecture autoclass implements.
-pub const ARCHITECTURES: &[&dyn Architecture] = &[&bert::Bert, &distilbert::DistilBert];
+pub const ARCHITECTURES: &[&dyn Architecture] = &[
+    &bert::Bert,
+    &distilbert::DistilBert,
+    &vit::Vit,
+    &swin::Swin,
+    &convnext::ConvNext,
+];
 
 /// Every known model type.
 pub fn model_types() -> Vec<&'static str> {

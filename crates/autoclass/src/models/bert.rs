@@ -479,8 +479,8 @@ impl Architecture for Bert {
     fn base_model_prefix(&self) -> &'static str {
         "bert"
     }
-    fn tokenizer_class(&self) -> &'static str {
-        "BertTokenizer"
+    fn tokenizer_class(&self) -> Option<&'static str> {
+        Some("BertTokenizer")
     }
     fn tasks(&self) -> &'static [(Task, &'static str)] {
         &[

@@ -367,9 +367,9 @@ impl Architecture for DistilBert {
             ("num_hidden_layers", "n_layers"),
         ]
     }
-    fn tokenizer_class(&self) -> &'static str {
+    fn tokenizer_class(&self) -> Option<&'static str> {
         // transformers 5 maps distilbert to BertTokenizer (4.x used DistilBertTokenizer).
-        "BertTokenizer"
+        Some("BertTokenizer")
     }
     fn tasks(&self) -> &'static [(Task, &'static str)] {
         &[

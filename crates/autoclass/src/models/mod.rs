@@ -1,7 +1,10 @@
 //! Models: the named inputs and outputs every model shares, and one file per architecture.
 
 pub mod bert;
+pub mod convnext;
 pub mod distilbert;
+pub mod swin;
+pub mod vit;
 
 use candle_core::Tensor;
 
@@ -64,6 +67,8 @@ pub struct ModelOutput {
     pub hidden_states: Option<Vec<Tensor>>,
     /// `attentions`: each layer's attention probabilities `[B, heads, L, L]`.
     pub attentions: Option<Vec<Tensor>>,
+    /// `feature_maps` of a backbone: one `[B, C, H, W]` map per selected stage, in stage order.
+    pub feature_maps: Option<Vec<Tensor>>,
 }
 
 impl ModelOutput {
@@ -89,10 +94,11 @@ impl ModelOutput {
     }
 
     /// Every output flattened under transformers' names: the main outputs, then
-    /// `hidden_states.{i}` and `attentions.{i}`.
+    /// `feature_maps.{i}`, `hidden_states.{i}` and `attentions.{i}`.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out: Vec<(String, Tensor)> = self.entries.clone();
         for (group, list) in [
+            ("feature_maps", &self.feature_maps),
             ("hidden_states", &self.hidden_states),
             ("attentions", &self.attentions),
         ] {

@@ -258,3 +258,70 @@ pub fn check_heads(hidden: usize, heads: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// `nn.Conv2d` with square kernels: weight `[out, in / groups, k, k]`, optional bias.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+}
+
+/// The shape parameters of a [`Conv2d`].
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dSpec {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel size (square).
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub padding: usize,
+    /// Channel groups (`in_channels` for a depthwise convolution).
+    pub groups: usize,
+    /// Whether there is a bias.
+    pub bias: bool,
+}
+
+impl Conv2d {
+    /// Loads `weight` and (if `spec.bias`) `bias`; missing ones are initialised like transformers.
+    pub fn load(vb: &VarBuilder, spec: Conv2dSpec, init_std: f64) -> Result<Self> {
+        if spec.groups == 0 || spec.in_channels % spec.groups != 0 || spec.out_channels % spec.groups != 0 {
+            return Err(Error::config(
+                "groups",
+                format!("{} does not divide the channels ({} in, {} out)", spec.groups, spec.in_channels, spec.out_channels),
+            ));
+        }
+        let weight = vb.get(
+            &[spec.out_channels, spec.in_channels / spec.groups, spec.kernel, spec.kernel],
+            "weight",
+            Init::Normal(init_std),
+        )?;
+        let bias = if spec.bias {
+            Some(vb.get(&[spec.out_channels], "bias", Init::Const(0.0))?)
+        } else {
+            None
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            stride: spec.stride,
+            padding: spec.padding,
+            groups: spec.groups,
+        })
+    }
+
+    /// Applies the convolution to `x` `[B, C, H, W]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
+            None => y,
+        })
+    }
+}

@@ -671,5 +671,6 @@ fn class_from_model_config(checkpoint: &Checkpoint) -> Result<Option<String>> {
         .get("model_type")
         .and_then(Value::as_str)
         .and_then(|t| crate::registry::architecture(t).ok())
-        .map(|a| a.tokenizer_class().to_string()))
+        .and_then(|a| a.tokenizer_class())
+        .map(str::to_string))
 }

@@ -1,0 +1,1 @@
+//! Images: decoding, PIL-exact resampling and the image processors (placeholder: being implemented).

@@ -1,0 +1,38 @@
+//! Swin (placeholder: being implemented).
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::config::{Config, ModelConfig};
+use crate::error::{Error, Result};
+use crate::models::TaskModel;
+use crate::registry::{Architecture, Task};
+use crate::weights::VarBuilder;
+
+/// The registry entry for `model_type: "swin"`.
+pub struct Swin;
+
+impl Architecture for Swin {
+    fn model_type(&self) -> &'static str {
+        "swin"
+    }
+    fn config_class(&self) -> &'static str {
+        "SwinConfig"
+    }
+    fn base_model_prefix(&self) -> &'static str {
+        "swin"
+    }
+    fn image_processor_class(&self) -> Option<&'static str> {
+        Some("ViTImageProcessor")
+    }
+    fn tasks(&self) -> &'static [(Task, &'static str)] {
+        &[(Task::Base, "SwinModel"), (Task::ImageClassification, "SwinForImageClassification"), (Task::Backbone, "SwinBackbone")]
+    }
+    fn parse_config(&self, _raw: &Map<String, Value>) -> Result<Arc<dyn ModelConfig>> {
+        Err(Error::config("model_type", "swin is not implemented yet"))
+    }
+    fn load(&self, _task: Task, _config: &Config, _vb: &VarBuilder) -> Result<Box<dyn TaskModel>> {
+        Err(Error::config("model_type", "swin is not implemented yet"))
+    }
+}
