@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use autoclass::candle_core::{DType, Device, Tensor};
+use autoclass::image::ImageProcessor;
 use autoclass::{
     AutoTokenizer, Checkpoint, Config, ConfigOverrides, DTypeChoice, EncodeOptions, Encoding,
     ForwardOptions, HubOptions, LoadOptions, Model, Padding, Task, Tokenizer, Truncation,
@@ -33,6 +34,9 @@ enum Command {
     Run(RunArgs),
     /// Show the resolved files, model type, config class, architectures and supported tasks.
     Inspect(InspectArgs),
+    /// Run only the preprocessor (image processor for --image, tokenizer for --text) and print
+    /// or save what it makes.
+    Preprocess(PreprocessArgs),
 }
 
 /// Where the checkpoint comes from.
@@ -151,11 +155,21 @@ struct TokenizeArgs {
 struct RunArgs {
     #[command(flatten)]
     source: Source,
-    /// base, sequence-classification, token-classification, masked-lm or question-answering.
+    /// base, sequence-classification, token-classification, masked-lm, question-answering,
+    /// image-classification or backbone.
     #[arg(long)]
     task: String,
     #[command(flatten)]
     text: TextArgs,
+    /// Image file (PNG, JPEG, WebP, BMP, GIF); repeat for a batch.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// Backbone stages by index, e.g. `1,2` (`out_indices`).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    out_indices: Vec<i64>,
+    /// Backbone stages by name, e.g. `stage2,stage4` (`out_features`).
+    #[arg(long, value_delimiter = ',')]
+    out_features: Vec<String>,
     /// Weight dtype: f32 (default), f16, bf16 or auto (the config's dtype).
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -177,6 +191,20 @@ struct RunArgs {
 }
 
 #[derive(Args, Debug)]
+struct PreprocessArgs {
+    #[command(flatten)]
+    source: Source,
+    #[command(flatten)]
+    text: TextArgs,
+    /// Image file; repeat for a batch.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// Write every tensor the preprocessor made to this .safetensors file.
+    #[arg(long)]
+    save: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 struct InspectArgs {
     #[command(flatten)]
     source: Source,
@@ -192,6 +220,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => tokenize(args),
         Command::Run(args) => run(args),
         Command::Inspect(args) => inspect(args),
+        Command::Preprocess(args) => preprocess(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -213,36 +242,65 @@ fn tokenize(args: TokenizeArgs) -> autoclass::Result<()> {
 fn run(args: RunArgs) -> autoclass::Result<()> {
     let task: Task = args.task.parse()?;
     let hub = args.source.hub();
+    let mut config_overrides = ConfigOverrides {
+        num_labels: args.num_labels,
+        ..ConfigOverrides::default()
+    };
+    if !args.out_indices.is_empty() {
+        config_overrides
+            .values
+            .insert("out_indices".into(), serde_json::json!(args.out_indices));
+    }
+    if !args.out_features.is_empty() {
+        config_overrides
+            .values
+            .insert("out_features".into(), serde_json::json!(args.out_features));
+    }
     let options = LoadOptions {
         hub: hub.clone(),
-        config: ConfigOverrides {
-            num_labels: args.num_labels,
-            ..ConfigOverrides::default()
-        },
+        config: config_overrides,
         dtype: args.dtype.parse::<DTypeChoice>()?,
         device: None,
     };
     let checkpoint = Checkpoint::resolve(&args.source.model, &hub)?;
     let config = Config::from_checkpoint(&checkpoint, &options.config)?;
     autoclass::auto::check_task(&config, task)?;
-    let tokenizer = Tokenizer::from_checkpoint(&checkpoint)?;
-    let mut text = args.text.clone();
-    if text.padding.is_none() && text.texts.len() > 1 {
-        // A model cannot run a ragged batch: pad to the longest, as transformers' pipelines do.
-        text.padding = Some("longest".into());
-    }
-    let encoding = text.encode(&tokenizer)?;
+    let (inputs, batch) = if matches!(task, Task::ImageClassification | Task::Backbone) {
+        if args.images.is_empty() {
+            return Err(autoclass::Error::input(format!(
+                "--task {task} needs at least one --image"
+            )));
+        }
+        let processor = ImageProcessor::from_checkpoint(&checkpoint)?;
+        let batch = processor.preprocess_paths(&args.images)?;
+        (output::Inputs::Images(args.images.clone()), batch)
+    } else {
+        let tokenizer = Tokenizer::from_checkpoint(&checkpoint)?;
+        let mut text = args.text.clone();
+        if text.padding.is_none() && text.texts.len() > 1 {
+            // A model cannot run a ragged batch: pad to the longest, as transformers' pipelines do.
+            text.padding = Some("longest".into());
+        }
+        let encoding = text.encode(&tokenizer)?;
+        let batch = encoding.to_batch(&Device::Cpu)?;
+        (
+            output::Inputs::Text {
+                tokenizer: Box::new(tokenizer),
+                encoding,
+            },
+            batch,
+        )
+    };
     let model = Model::from_checkpoint(&checkpoint, config, task, &options)?;
-    let batch = encoding.to_batch(model.device())?;
     let forward = ForwardOptions {
         output_hidden_states: args.output_hidden_states,
         output_attentions: args.output_attentions,
     };
     let outputs = model.forward_with(&batch, &forward)?;
     if let Some(path) = &args.save {
-        save(path, &batch, &outputs)?;
+        save(path, &batch, Some(&outputs))?;
     }
-    let report = output::report(&model, &tokenizer, &encoding, &outputs)?;
+    let report = output::report(&model, &inputs, &outputs)?;
     emit(&report, args.json, output::human);
     Ok(())
 }
@@ -251,7 +309,7 @@ fn run(args: RunArgs) -> autoclass::Result<()> {
 fn save(
     path: &PathBuf,
     batch: &autoclass::Batch,
-    outputs: &autoclass::ModelOutput,
+    outputs: Option<&autoclass::ModelOutput>,
 ) -> autoclass::Result<()> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (name, t) in batch.iter() {
@@ -265,7 +323,7 @@ fn save(
             t.to_dtype(dtype)?.to_device(&Device::Cpu)?.contiguous()?,
         );
     }
-    for (name, t) in outputs.named_tensors() {
+    for (name, t) in outputs.map(|o| o.named_tensors()).unwrap_or_default() {
         tensors.insert(
             name,
             t.to_dtype(DType::F32)?
@@ -297,4 +355,44 @@ fn emit(value: &serde_json::Value, json: bool, human: fn(&serde_json::Value) -> 
     } else {
         print!("{}", human(value));
     }
+}
+
+/// Dispatches like AutoProcessor: images go through the image processor, text through the tokenizer.
+fn preprocess(args: PreprocessArgs) -> autoclass::Result<()> {
+    let checkpoint = Checkpoint::resolve(&args.source.model, &args.source.hub())?;
+    let (batch, processor) = if !args.images.is_empty() {
+        let processor = ImageProcessor::from_checkpoint(&checkpoint)?;
+        (
+            processor.preprocess_paths(&args.images)?,
+            processor.class_name().to_string(),
+        )
+    } else if !args.text.texts.is_empty() {
+        let tokenizer = Tokenizer::from_checkpoint(&checkpoint)?;
+        let encoding = args.text.encode(&tokenizer)?;
+        (
+            encoding.to_batch(&Device::Cpu)?,
+            tokenizer.class_name().to_string(),
+        )
+    } else {
+        return Err(autoclass::Error::input(
+            "give at least one --image or --text",
+        ));
+    };
+    if let Some(path) = &args.save {
+        save(path, &batch, None)?;
+    }
+    let tensors: serde_json::Map<String, serde_json::Value> = batch
+        .iter()
+        .map(|(name, t)| {
+            (
+                name.to_string(),
+                serde_json::json!({"shape": t.dims(), "dtype": format!("{:?}", t.dtype())}),
+            )
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({"processor": processor, "tensors": tensors})
+    );
+    Ok(())
 }

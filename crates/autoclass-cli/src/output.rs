@@ -30,17 +30,53 @@ fn ranked(config: &Config, probs: &[f32]) -> Vec<Value> {
         .collect()
 }
 
+/// What a model was run on.
+pub enum Inputs {
+    /// Tokenized text.
+    Text {
+        /// The tokenizer used.
+        tokenizer: Box<Tokenizer>,
+        /// What it produced.
+        encoding: Encoding,
+    },
+    /// Image files.
+    Images(Vec<std::path::PathBuf>),
+}
+
 /// The result of `run` as JSON.
-pub fn report(
-    model: &Model,
-    tokenizer: &Tokenizer,
-    encoding: &Encoding,
-    outputs: &ModelOutput,
-) -> autoclass::Result<Value> {
+pub fn report(model: &Model, inputs: &Inputs, outputs: &ModelOutput) -> autoclass::Result<Value> {
     let config = model.config();
     let mut results = Vec::new();
+    let text = match inputs {
+        Inputs::Text {
+            tokenizer,
+            encoding,
+        } => Some((tokenizer, encoding)),
+        Inputs::Images(_) => None,
+    };
+    let need_text = || text.ok_or_else(|| autoclass::Error::input("this task needs --text"));
     match model.task() {
+        Task::ImageClassification => {
+            let paths = match inputs {
+                Inputs::Images(p) => p.clone(),
+                Inputs::Text { .. } => Vec::new(),
+            };
+            for (i, probs) in softmax_rows(outputs.require("logits")?)?.iter().enumerate() {
+                let top: Vec<Value> = ranked(config, probs).into_iter().take(TOP_K).collect();
+                let image = paths.get(i).map(|p| p.display().to_string());
+                results.push(json!({"index": i, "image": image, "top": top}));
+            }
+        }
+        Task::Backbone => {
+            let maps = outputs.feature_maps.as_deref().unwrap_or_default();
+            for (i, m) in maps.iter().enumerate() {
+                results.push(
+                    json!({"index": i, "name": format!("feature_maps.{i}"), "shape": m.dims()}),
+                );
+            }
+        }
         Task::SequenceClassification => {
+            let _ = need_text()?;
             for (i, probs) in softmax_rows(outputs.require("logits")?)?.iter().enumerate() {
                 let scores = ranked(config, probs);
                 let best = scores.first().cloned().unwrap_or(Value::Null);
@@ -48,6 +84,7 @@ pub fn report(
             }
         }
         Task::TokenClassification => {
+            let (tokenizer, encoding) = need_text()?;
             let probs = softmax_rows(outputs.require("logits")?)?;
             let width = encoding.input_ids.first().map_or(0, Vec::len);
             for (i, ids) in encoding.input_ids.iter().enumerate() {
@@ -68,6 +105,7 @@ pub fn report(
             }
         }
         Task::MaskedLm => {
+            let (tokenizer, encoding) = need_text()?;
             let mask_id = tokenizer
                 .mask_token_id()
                 .ok_or_else(|| autoclass::Error::input("this tokenizer has no mask token"))?;
@@ -95,6 +133,7 @@ pub fn report(
             }
         }
         Task::QuestionAnswering => {
+            let (tokenizer, encoding) = need_text()?;
             let start = softmax_rows(&outputs.require("start_logits")?.unsqueeze(1)?)?;
             let end = softmax_rows(&outputs.require("end_logits")?.unsqueeze(1)?)?;
             for (i, seq) in encoding.sequence_ids.iter().enumerate() {
@@ -188,6 +227,23 @@ pub fn human(report: &Value) -> String {
                         );
                     }
                 }
+            }
+            Some("image-classification") => {
+                out += &format!("[{}] {}\n", r["index"], r["image"].as_str().unwrap_or(""));
+                for s in r["top"].as_array().unwrap_or(&empty) {
+                    out += &format!(
+                        "  {:<40} {:.4}\n",
+                        s["label"].as_str().unwrap_or("?"),
+                        s["score"].as_f64().unwrap_or(0.0)
+                    );
+                }
+            }
+            Some("backbone") => {
+                out += &format!(
+                    "  {}: shape {}\n",
+                    r["name"].as_str().unwrap_or("?"),
+                    r["shape"]
+                );
             }
             Some("question-answering") => {
                 out += &format!(

@@ -384,6 +384,17 @@ fn unsupported_task_and_bad_flags() {
             "--text",
             "hi",
         ],
+        "Unrecognized configuration class BertConfig for this kind of AutoModel: AutoModelForImageClassification",
+    );
+    fails_with(
+        &[
+            "run",
+            s(&fixture("bert_base")),
+            "--task",
+            "frobnicate",
+            "--text",
+            "hi",
+        ],
         "unknown task",
     );
     fails_with(

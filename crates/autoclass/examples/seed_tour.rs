@@ -5,16 +5,19 @@
 //! under `target/seed-tour-cache/` from the checkpoints bundled in `checkpoints/`, exactly as
 //! huggingface_hub lays it out (refs/main → snapshots/<commit>/ → blobs), with
 //! `HF_HUB_OFFLINE=1`. bert-base-uncased's tokenizer is the real one; the DistilBERT weights are a
-//! tiny random stand-in, so the logits are meaningless, but the calls and the shapes are the
-//! tutorial's.
+//! tiny random stand-in and swin-tiny's weights are regenerated synthetic ones (see
+//! `checkpoints/swin-tiny-patch4-window7-224/SYNTHETIC_WEIGHTS.md`), so the numbers are
+//! meaningless, but the calls and the shapes are the tutorial's.
 //!
 //! Run: `cargo run -p autoclass --example seed_tour`
 
 use std::path::{Path, PathBuf};
 
+use autoclass::image::AutoImageProcessor;
+use autoclass::weights::synthetic;
 use autoclass::{
-    AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer,
-    EncodeOptions, Result,
+    AutoBackbone, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+    AutoTokenizer, EncodeOptions, LoadOptions, Result,
 };
 
 const COMMIT: &str = "0000000000000000000000000000000000a11c1a";
@@ -32,7 +35,9 @@ fn cache_repo(cache: &Path, repo_id: &str, source: &Path) -> std::io::Result<()>
         let Some(name) = path.file_name() else {
             continue;
         };
-        if !path.is_file() || name == "README.md" {
+        let skip = name.to_string_lossy().ends_with(".md")
+            || name.to_string_lossy().starts_with("weights_");
+        if !path.is_file() || skip {
             continue;
         }
         let blob = repo.join("blobs").join(format!(
@@ -69,6 +74,29 @@ fn setup() -> std::io::Result<PathBuf> {
         "distilbert/distilbert-base-uncased",
         &bundled.join("tiny-distilbert-base-uncased"),
     )?;
+    cache_repo(
+        &cache,
+        "google/vit-base-patch16-224",
+        &bundled.join("vit-base-patch16-224"),
+    )?;
+    let swin = bundled.join("swin-tiny-patch4-window7-224");
+    cache_repo(&cache, "microsoft/swin-tiny-patch4-window7-224", &swin)?;
+    // swin-tiny's 28M weights are not committed: regenerate the deterministic synthetic ones.
+    let repo = cache.join("models--microsoft--swin-tiny-patch4-window7-224");
+    let blob = repo.join("blobs").join("synthetic-model.safetensors");
+    if !blob.is_file() {
+        synthetic::write_checkpoint(&swin.join("weights_manifest.json"), &blob)
+            .map_err(std::io::Error::other)?;
+    }
+    let link = repo
+        .join("snapshots")
+        .join(COMMIT)
+        .join("model.safetensors");
+    let _ = std::fs::remove_file(&link);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("../../blobs/synthetic-model.safetensors", &link)?;
+    #[cfg(not(unix))]
+    std::fs::copy(&blob, &link)?;
     Ok(cache)
 }
 
@@ -110,12 +138,36 @@ fn main() -> Result<()> {
     let encoding = tokenizer.encode(sequence, &EncodeOptions::default())?;
     println!("{}\n", python_repr(&encoding.to_json()));
 
-    for (section, issue) in [
-        ("AutoImageProcessor", 3),
-        ("AutoBackbone", 3),
-        ("AutoFeatureExtractor", 4),
-        ("AutoProcessor", 5),
-    ] {
+    println!("## AutoImageProcessor");
+    println!(
+        ">>> image_processor = AutoImageProcessor.from_pretrained(\"google/vit-base-patch16-224\")"
+    );
+    let image_processor = AutoImageProcessor::from_pretrained("google/vit-base-patch16-224")?;
+    println!("{}\n", image_processor.class_name());
+
+    println!("## AutoBackbone");
+    let image =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vision/images/chelsea.png");
+    println!(">>> image = Image.open(\"{}\")", image.display());
+    println!(">>> processor = AutoImageProcessor.from_pretrained(\"microsoft/swin-tiny-patch4-window7-224\")");
+    let processor = AutoImageProcessor::from_pretrained("microsoft/swin-tiny-patch4-window7-224")?;
+    println!(">>> model = AutoBackbone.from_pretrained(\"microsoft/swin-tiny-patch4-window7-224\", out_indices=(1,))");
+    let options = LoadOptions::default().with_out_indices(&[1]);
+    let model =
+        AutoBackbone::from_pretrained_with("microsoft/swin-tiny-patch4-window7-224", &options)?;
+    println!(">>> inputs = processor(image, return_tensors=\"pt\")");
+    let inputs = processor.preprocess_paths(&[image])?;
+    println!(">>> outputs = model(**inputs)");
+    let outputs = model.forward(&inputs)?;
+    println!(">>> feature_maps = outputs.feature_maps");
+    let feature_maps = outputs.feature_maps.unwrap_or_default();
+    println!(">>> list(feature_maps[0].shape)");
+    match feature_maps.first() {
+        Some(map) => println!("{:?}\n", map.dims()),
+        None => println!("(no feature map)\n"),
+    }
+
+    for (section, issue) in [("AutoFeatureExtractor", 4), ("AutoProcessor", 5)] {
         println!("## {section}\n(not implemented yet: issue {issue})\n");
     }
 

@@ -22,6 +22,26 @@ pub struct LoadOptions {
     pub device: Option<Device>,
 }
 
+impl LoadOptions {
+    /// Selects backbone stages by index (`out_indices=(1,)`); clears any saved `out_features`.
+    pub fn with_out_indices(mut self, indices: &[i64]) -> Self {
+        self.config
+            .values
+            .insert("out_indices".into(), serde_json::json!(indices));
+        self.config.values.remove("out_features");
+        self
+    }
+
+    /// Selects backbone stages by name (`out_features=["stage2"]`); clears any saved `out_indices`.
+    pub fn with_out_features(mut self, features: &[&str]) -> Self {
+        self.config
+            .values
+            .insert("out_features".into(), serde_json::json!(features));
+        self.config.values.remove("out_indices");
+        self
+    }
+}
+
 /// A loaded model: the config, the task model and the load report.
 pub struct Model {
     inner: Box<dyn TaskModel>,
@@ -145,6 +165,17 @@ auto_model!(
     /// `AutoModelForQuestionAnswering`.
     AutoModelForQuestionAnswering,
     Task::QuestionAnswering
+);
+auto_model!(
+    /// `AutoModelForImageClassification`.
+    AutoModelForImageClassification,
+    Task::ImageClassification
+);
+auto_model!(
+    /// `AutoBackbone`: feature maps of the stages chosen with
+    /// [`LoadOptions::with_out_indices`] or [`LoadOptions::with_out_features`].
+    AutoBackbone,
+    Task::Backbone
 );
 
 /// Checks a task name against an architecture without loading weights.

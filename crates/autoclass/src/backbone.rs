@@ -17,17 +17,38 @@ pub struct StageSelection {
 }
 
 fn py_list_str(items: &[String]) -> String {
-    format!("[{}]", items.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn py_list_int(items: &[i64]) -> String {
-    format!("[{}]", items.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn py_tuple_int(items: &[i64]) -> String {
     match items {
         [one] => format!("({one},)"),
-        _ => format!("({})", items.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            items
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -40,7 +61,11 @@ fn invalid(field: &str, message: String) -> Error {
 }
 
 /// transformers' `verify_out_features_out_indices`.
-fn verify(out_features: Option<&[String]>, out_indices: Option<&[i64]>, stage_names: &[String]) -> Result<()> {
+fn verify(
+    out_features: Option<&[String]>,
+    out_indices: Option<&[i64]>,
+    stage_names: &[String],
+) -> Result<()> {
     let n = stage_names.len() as i64;
     if let Some(features) = out_features {
         if let Some(bad) = features.iter().find(|f| !stage_names.contains(f)) {
@@ -58,7 +83,10 @@ fn verify(out_features: Option<&[String]>, out_indices: Option<&[i64]>, stage_na
         if !features.iter().all(|f| seen.insert(f)) {
             return Err(invalid(
                 "out_features",
-                format!("out_features must not contain any duplicates, got {}", py_list_str(features)),
+                format!(
+                    "out_features must not contain any duplicates, got {}",
+                    py_list_str(features)
+                ),
             ));
         }
         let mut sorted: Vec<String> = features.to_vec();
@@ -75,7 +103,10 @@ fn verify(out_features: Option<&[String]>, out_indices: Option<&[i64]>, stage_na
         }
     }
     if let Some(indices) = out_indices {
-        let positive: Vec<i64> = indices.iter().map(|&i| if i < 0 { i.rem_euclid(n.max(1)) } else { i }).collect();
+        let positive: Vec<i64> = indices
+            .iter()
+            .map(|&i| if i < 0 { i.rem_euclid(n.max(1)) } else { i })
+            .collect();
         if positive.iter().any(|&i| i < 0 || i >= n) {
             return Err(invalid(
                 "out_indices",
@@ -126,7 +157,8 @@ fn verify(out_features: Option<&[String]>, out_indices: Option<&[i64]>, stage_na
         if by_index.len() != features.len() || by_index.iter().zip(features).any(|(a, b)| *a != b) {
             return Err(invalid(
                 "out_features",
-                "out_features and out_indices should correspond to the same stages if both are set".into(),
+                "out_features and out_indices should correspond to the same stages if both are set"
+                    .into(),
             ));
         }
     }
@@ -135,9 +167,16 @@ fn verify(out_features: Option<&[String]>, out_indices: Option<&[i64]>, stage_na
 
 impl StageSelection {
     /// Aligns and validates `out_features` / `out_indices` against `stage_names`.
-    pub fn new(out_features: Option<Vec<String>>, out_indices: Option<Vec<i64>>, stage_names: &[String]) -> Result<Self> {
+    pub fn new(
+        out_features: Option<Vec<String>>,
+        out_indices: Option<Vec<i64>>,
+        stage_names: &[String],
+    ) -> Result<Self> {
         if stage_names.is_empty() {
-            return Err(invalid("stage_names", "Stage_names must be set for transformers backbones".into()));
+            return Err(invalid(
+                "stage_names",
+                "Stage_names must be set for transformers backbones".into(),
+            ));
         }
         verify(out_features.as_deref(), out_indices.as_deref(), stage_names)?;
         let n = stage_names.len() as i64;
@@ -157,7 +196,10 @@ impl StageSelection {
             Ok(k as usize)
         };
         let (features, indices) = match (out_features, out_indices) {
-            (None, None) => (vec![stage_names[stage_names.len() - 1].clone()], vec![n - 1]),
+            (None, None) => (
+                vec![stage_names[stage_names.len() - 1].clone()],
+                vec![n - 1],
+            ),
             (Some(f), None) => {
                 let idx = f
                     .iter()
@@ -166,7 +208,10 @@ impl StageSelection {
                 (f, idx)
             }
             (None, Some(i)) => {
-                let f = i.iter().map(|&k| index_of(k).map(|k| stage_names[k].clone())).collect::<Result<Vec<_>>>()?;
+                let f = i
+                    .iter()
+                    .map(|&k| index_of(k).map(|k| stage_names[k].clone()))
+                    .collect::<Result<Vec<_>>>()?;
                 (f, i)
             }
             (Some(f), Some(i)) => (f, i),
@@ -184,19 +229,43 @@ impl StageSelection {
             None | Some(Value::Null) => None,
             Some(Value::Array(a)) => Some(
                 a.iter()
-                    .map(|v| v.as_str().map(str::to_string).ok_or_else(|| invalid("out_features", format!("out_features must be a list of stage names, got {v}"))))
+                    .map(|v| {
+                        v.as_str().map(str::to_string).ok_or_else(|| {
+                            invalid(
+                                "out_features",
+                                format!("out_features must be a list of stage names, got {v}"),
+                            )
+                        })
+                    })
                     .collect::<Result<Vec<_>>>()?,
             ),
-            Some(other) => return Err(invalid("out_features", format!("out_features must be a list got {other}"))),
+            Some(other) => {
+                return Err(invalid(
+                    "out_features",
+                    format!("out_features must be a list got {other}"),
+                ))
+            }
         };
         let indices = match raw.get("out_indices") {
             None | Some(Value::Null) => None,
             Some(Value::Array(a)) => Some(
                 a.iter()
-                    .map(|v| v.as_i64().ok_or_else(|| invalid("out_indices", format!("out_indices must be a list of integers, got {v}"))))
+                    .map(|v| {
+                        v.as_i64().ok_or_else(|| {
+                            invalid(
+                                "out_indices",
+                                format!("out_indices must be a list of integers, got {v}"),
+                            )
+                        })
+                    })
                     .collect::<Result<Vec<_>>>()?,
             ),
-            Some(other) => return Err(invalid("out_indices", format!("out_indices must be a list, got {other}"))),
+            Some(other) => {
+                return Err(invalid(
+                    "out_indices",
+                    format!("out_indices must be a list, got {other}"),
+                ))
+            }
         };
         Self::new(features, indices, stage_names)
     }

@@ -130,6 +130,16 @@ impl Config {
         for (key, value) in &overrides.values {
             raw.insert(key.clone(), value.clone());
         }
+        // Backbone configs: setting one of out_features / out_indices re-derives the other
+        // (transformers' property setters), so a stale saved value must not be kept.
+        for (set, derived) in [
+            ("out_indices", "out_features"),
+            ("out_features", "out_indices"),
+        ] {
+            if overrides.values.contains_key(set) && !overrides.values.contains_key(derived) {
+                raw.remove(derived);
+            }
+        }
         // attribute_map: transformers redirects e.g. `hidden_size` to DistilBERT's `dim`.
         for (alias, canonical) in arch.attribute_map() {
             if let Some(value) = raw.remove(*alias) {

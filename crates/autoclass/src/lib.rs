@@ -30,8 +30,9 @@ mod util;
 pub mod weights;
 
 pub use auto::{
-    AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification, AutoModelForTokenClassification, LoadOptions, Model,
+    AutoBackbone, AutoModel, AutoModelForImageClassification, AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
+    AutoModelForTokenClassification, LoadOptions, Model,
 };
 pub use config::{AutoConfig, Config, ConfigOverrides};
 pub use error::{Error, Result};
@@ -69,3 +70,5 @@ pub fn log_warnings_to_stderr() {
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+pub use crate::image::{AutoImageProcessor, ImageProcessor};

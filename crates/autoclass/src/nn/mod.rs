@@ -291,14 +291,25 @@ pub struct Conv2dSpec {
 impl Conv2d {
     /// Loads `weight` and (if `spec.bias`) `bias`; missing ones are initialised like transformers.
     pub fn load(vb: &VarBuilder, spec: Conv2dSpec, init_std: f64) -> Result<Self> {
-        if spec.groups == 0 || spec.in_channels % spec.groups != 0 || spec.out_channels % spec.groups != 0 {
+        if spec.groups == 0
+            || spec.in_channels % spec.groups != 0
+            || spec.out_channels % spec.groups != 0
+        {
             return Err(Error::config(
                 "groups",
-                format!("{} does not divide the channels ({} in, {} out)", spec.groups, spec.in_channels, spec.out_channels),
+                format!(
+                    "{} does not divide the channels ({} in, {} out)",
+                    spec.groups, spec.in_channels, spec.out_channels
+                ),
             ));
         }
         let weight = vb.get(
-            &[spec.out_channels, spec.in_channels / spec.groups, spec.kernel, spec.kernel],
+            &[
+                spec.out_channels,
+                spec.in_channels / spec.groups,
+                spec.kernel,
+                spec.kernel,
+            ],
             "weight",
             Init::Normal(init_std),
         )?;
@@ -316,9 +327,27 @@ impl Conv2d {
         })
     }
 
+    /// The dtype of the weights.
+    pub fn dtype(&self) -> DType {
+        self.weight.dtype()
+    }
+
     /// Applies the convolution to `x` `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?;
+        // candle's CPU convolution has no bf16 kernel: widen to f32 and narrow the result.
+        let y = if self.weight.dtype() == DType::BF16 && self.weight.device().is_cpu() {
+            x.to_dtype(DType::F32)?
+                .conv2d(
+                    &self.weight.to_dtype(DType::F32)?,
+                    self.padding,
+                    self.stride,
+                    1,
+                    self.groups,
+                )?
+                .to_dtype(DType::BF16)?
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
+        };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
             None => y,

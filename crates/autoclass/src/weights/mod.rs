@@ -3,6 +3,7 @@
 //! load report (missing, unexpected, mismatched).
 
 pub mod safetensors;
+pub mod synthetic;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -241,6 +242,14 @@ impl VarBuilder {
     /// Whether the checkpoint has a tensor for parameter `name` (under any accepted spelling).
     pub fn contains(&self, name: &str) -> bool {
         self.find(&self.full_name(name)).is_some()
+    }
+
+    /// Marks checkpoint tensor `name` (under any accepted spelling) as expected but unused, like
+    /// transformers' `_keys_to_ignore_on_load_unexpected` (e.g. old `relative_position_index` buffers).
+    pub fn ignore(&self, name: &str) {
+        if let Some(key) = self.find(&self.full_name(name)) {
+            self.mark_used(&key);
+        }
     }
 
     /// Loads parameter `name` of shape `shape`; initialises it with `init` if the checkpoint
