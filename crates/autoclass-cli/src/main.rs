@@ -12,9 +12,11 @@ use std::process::ExitCode;
 
 use autoclass::candle_core::{DType, Device, Tensor};
 use autoclass::image::ImageProcessor;
+use autoclass::tokenization::ctc::Wav2Vec2CtcTokenizer;
 use autoclass::{
-    AutoTokenizer, Checkpoint, Config, ConfigOverrides, DTypeChoice, EncodeOptions, Encoding,
-    ForwardOptions, HubOptions, LoadOptions, Model, Padding, Task, Tokenizer, Truncation,
+    AudioOptions, AutoTokenizer, Checkpoint, Config, ConfigOverrides, DTypeChoice, EncodeOptions,
+    Encoding, FeatureExtractor, ForwardOptions, HubOptions, LoadOptions, Model, Padding, Task,
+    Tokenizer, Truncation,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -34,8 +36,8 @@ enum Command {
     Run(RunArgs),
     /// Show the resolved files, model type, config class, architectures and supported tasks.
     Inspect(InspectArgs),
-    /// Run only the preprocessor (image processor for --image, tokenizer for --text) and print
-    /// or save what it makes.
+    /// Run only the preprocessor (feature extractor for --audio, image processor for --image,
+    /// tokenizer for --text) and print or save what it makes.
     Preprocess(PreprocessArgs),
 }
 
@@ -63,6 +65,42 @@ impl Source {
             cache_dir: self.cache_dir.clone(),
             ..HubOptions::default()
         }
+    }
+}
+
+/// Audio inputs shared by `run` and `preprocess`.
+#[derive(Args, Debug, Clone)]
+struct AudioArgs {
+    /// Audio file (WAV, FLAC, MP3); repeat for a batch.
+    #[arg(long = "audio")]
+    audio: Vec<PathBuf>,
+    /// Average the channels of multi-channel audio (otherwise it is refused).
+    #[arg(long)]
+    mono: bool,
+    /// Resample audio whose rate differs from the feature extractor's (otherwise it is refused).
+    #[arg(long)]
+    resample: bool,
+}
+
+impl AudioArgs {
+    /// Runs the checkpoint's feature extractor on the files (padding like `text`).
+    fn extract(
+        &self,
+        checkpoint: &Checkpoint,
+        padding: Option<&str>,
+    ) -> autoclass::Result<(String, autoclass::Batch)> {
+        let extractor = FeatureExtractor::from_checkpoint(checkpoint)?;
+        let padding = match padding {
+            Some(p) => Some(p.parse::<Padding>()?),
+            None if self.audio.len() > 1 => Some(Padding::Longest),
+            None => None,
+        };
+        let options = AudioOptions {
+            padding,
+            ..AudioOptions::default()
+        };
+        let batch = extractor.extract_paths(&self.audio, self.mono, self.resample, &options)?;
+        Ok((extractor.class_name().to_string(), batch))
     }
 }
 
@@ -156,7 +194,7 @@ struct RunArgs {
     #[command(flatten)]
     source: Source,
     /// base, sequence-classification, token-classification, masked-lm, question-answering,
-    /// image-classification or backbone.
+    /// image-classification, backbone, audio-classification or ctc.
     #[arg(long)]
     task: String,
     #[command(flatten)]
@@ -164,6 +202,8 @@ struct RunArgs {
     /// Image file (PNG, JPEG, WebP, BMP, GIF); repeat for a batch.
     #[arg(long = "image")]
     images: Vec<PathBuf>,
+    #[command(flatten)]
+    audio: AudioArgs,
     /// Backbone stages by index, e.g. `1,2` (`out_indices`).
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     out_indices: Vec<i64>,
@@ -199,6 +239,8 @@ struct PreprocessArgs {
     /// Image file; repeat for a batch.
     #[arg(long = "image")]
     images: Vec<PathBuf>,
+    #[command(flatten)]
+    audio: AudioArgs,
     /// Write every tensor the preprocessor made to this .safetensors file.
     #[arg(long)]
     save: Option<PathBuf>,
@@ -265,7 +307,30 @@ fn run(args: RunArgs) -> autoclass::Result<()> {
     let checkpoint = Checkpoint::resolve(&args.source.model, &hub)?;
     let config = Config::from_checkpoint(&checkpoint, &options.config)?;
     autoclass::auto::check_task(&config, task)?;
-    let (inputs, batch) = if matches!(task, Task::ImageClassification | Task::Backbone) {
+    let (inputs, batch) = if matches!(task, Task::AudioClassification | Task::Ctc) {
+        if args.audio.audio.is_empty() {
+            return Err(autoclass::Error::input(format!(
+                "--task {task} needs at least one --audio"
+            )));
+        }
+        let (_, batch) = args
+            .audio
+            .extract(&checkpoint, args.text.padding.as_deref())?;
+        let ctc = if task == Task::Ctc {
+            Some(Box::new(Wav2Vec2CtcTokenizer::from_checkpoint(
+                &checkpoint,
+            )?))
+        } else {
+            None
+        };
+        (
+            output::Inputs::Audio {
+                paths: args.audio.audio.clone(),
+                ctc,
+            },
+            batch,
+        )
+    } else if matches!(task, Task::ImageClassification | Task::Backbone) {
         if args.images.is_empty() {
             return Err(autoclass::Error::input(format!(
                 "--task {task} needs at least one --image"
@@ -357,10 +422,16 @@ fn emit(value: &serde_json::Value, json: bool, human: fn(&serde_json::Value) -> 
     }
 }
 
-/// Dispatches like AutoProcessor: images go through the image processor, text through the tokenizer.
+/// Dispatches like AutoProcessor: audio goes through the feature extractor, images through the
+/// image processor, text through the tokenizer.
 fn preprocess(args: PreprocessArgs) -> autoclass::Result<()> {
     let checkpoint = Checkpoint::resolve(&args.source.model, &args.source.hub())?;
-    let (batch, processor) = if !args.images.is_empty() {
+    let (batch, processor) = if !args.audio.audio.is_empty() {
+        let (class, batch) = args
+            .audio
+            .extract(&checkpoint, args.text.padding.as_deref())?;
+        (batch, class)
+    } else if !args.images.is_empty() {
         let processor = ImageProcessor::from_checkpoint(&checkpoint)?;
         (
             processor.preprocess_paths(&args.images)?,

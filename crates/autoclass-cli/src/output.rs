@@ -1,6 +1,7 @@
 //! What `run` and `inspect` print: one JSON value per result, and its human rendering.
 
 use autoclass::candle_core::{DType, Tensor, D};
+use autoclass::tokenization::ctc::Wav2Vec2CtcTokenizer;
 use autoclass::{Checkpoint, Config, Encoding, Model, ModelOutput, Task, Tokenizer};
 use serde_json::{json, Value};
 
@@ -41,6 +42,13 @@ pub enum Inputs {
     },
     /// Image files.
     Images(Vec<std::path::PathBuf>),
+    /// Audio files, and the CTC tokenizer for `ctc`.
+    Audio {
+        /// The files.
+        paths: Vec<std::path::PathBuf>,
+        /// The tokenizer that decodes CTC logits.
+        ctc: Option<Box<Wav2Vec2CtcTokenizer>>,
+    },
 }
 
 /// The result of `run` as JSON.
@@ -52,20 +60,49 @@ pub fn report(model: &Model, inputs: &Inputs, outputs: &ModelOutput) -> autoclas
             tokenizer,
             encoding,
         } => Some((tokenizer, encoding)),
-        Inputs::Images(_) => None,
+        _ => None,
     };
     let need_text = || text.ok_or_else(|| autoclass::Error::input("this task needs --text"));
     match model.task() {
         Task::ImageClassification => {
             let paths = match inputs {
                 Inputs::Images(p) => p.clone(),
-                Inputs::Text { .. } => Vec::new(),
+                _ => Vec::new(),
             };
             for (i, probs) in softmax_rows(outputs.require("logits")?)?.iter().enumerate() {
                 let top: Vec<Value> = ranked(config, probs).into_iter().take(TOP_K).collect();
                 let image = paths.get(i).map(|p| p.display().to_string());
                 results.push(json!({"index": i, "image": image, "top": top}));
             }
+        }
+        Task::AudioClassification => {
+            let paths = match inputs {
+                Inputs::Audio { paths, .. } => paths.clone(),
+                _ => Vec::new(),
+            };
+            for (i, probs) in softmax_rows(outputs.require("logits")?)?.iter().enumerate() {
+                let scores = ranked(config, probs);
+                let best = scores.first().cloned().unwrap_or(Value::Null);
+                let audio = paths.get(i).map(|p| p.display().to_string());
+                results.push(json!({"index": i, "audio": audio, "label": best["label"], "score": best["score"], "scores": scores}));
+            }
+        }
+        Task::Ctc => {
+            let Inputs::Audio {
+                ctc: Some(tokenizer),
+                ..
+            } = inputs
+            else {
+                return Err(autoclass::Error::input(
+                    "ctc needs --audio and a CTC tokenizer",
+                ));
+            };
+            let transcription = tokenizer.decode_logits(outputs.require("logits")?)?;
+            return Ok(json!({
+                "model": model.class_name(),
+                "task": model.task().as_str(),
+                "transcription": transcription,
+            }));
         }
         Task::Backbone => {
             let maps = outputs.feature_maps.as_deref().unwrap_or_default();
@@ -187,6 +224,12 @@ pub fn report(model: &Model, inputs: &Inputs, outputs: &ModelOutput) -> autoclas
 
 /// The human rendering of [`report`].
 pub fn human(report: &Value) -> String {
+    if let Some(lines) = report["transcription"].as_array() {
+        return lines
+            .iter()
+            .map(|l| format!("{}\n", l.as_str().unwrap_or("")))
+            .collect();
+    }
     let mut out = format!(
         "{} ({})\n",
         report["model"].as_str().unwrap_or("?"),
@@ -195,7 +238,7 @@ pub fn human(report: &Value) -> String {
     let empty = Vec::new();
     for r in report["results"].as_array().unwrap_or(&empty) {
         match report["task"].as_str() {
-            Some("sequence-classification") => {
+            Some("sequence-classification") | Some("audio-classification") => {
                 out += &format!("[{}]\n", r["index"]);
                 for s in r["scores"].as_array().unwrap_or(&empty) {
                     out += &format!(

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use autoclass::image::AutoImageProcessor;
 use autoclass::weights::synthetic;
+use autoclass::AutoFeatureExtractor;
 use autoclass::{
     AutoBackbone, AutoModelForSequenceClassification, AutoModelForTokenClassification,
     AutoTokenizer, EncodeOptions, LoadOptions, Result,
@@ -79,6 +80,11 @@ fn setup() -> std::io::Result<PathBuf> {
         "google/vit-base-patch16-224",
         &bundled.join("vit-base-patch16-224"),
     )?;
+    cache_repo(
+        &cache,
+        "ehcalabres/wav2vec2-lg-xlsr-en-speech-emotion-recognition",
+        &bundled.join("wav2vec2-lg-xlsr-en-speech-emotion-recognition"),
+    )?;
     let swin = bundled.join("swin-tiny-patch4-window7-224");
     cache_repo(&cache, "microsoft/swin-tiny-patch4-window7-224", &swin)?;
     // swin-tiny's 28M weights are not committed: regenerate the deterministic synthetic ones.
@@ -120,7 +126,17 @@ fn python_repr(v: &serde_json::Value) -> String {
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match tour() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn tour() -> Result<()> {
     autoclass::log_warnings_to_stderr();
     let cache = setup().map_err(|e| autoclass::Error::io("target/seed-tour-cache", e))?;
     std::env::set_var("HF_HUB_CACHE", &cache);
@@ -167,9 +183,16 @@ fn main() -> Result<()> {
         None => println!("(no feature map)\n"),
     }
 
-    for (section, issue) in [("AutoFeatureExtractor", 4), ("AutoProcessor", 5)] {
-        println!("## {section}\n(not implemented yet: issue {issue})\n");
-    }
+    println!("## AutoFeatureExtractor");
+    println!(">>> feature_extractor = AutoFeatureExtractor.from_pretrained(");
+    println!("...     \"ehcalabres/wav2vec2-lg-xlsr-en-speech-emotion-recognition\"");
+    println!("... )");
+    let feature_extractor = AutoFeatureExtractor::from_pretrained(
+        "ehcalabres/wav2vec2-lg-xlsr-en-speech-emotion-recognition",
+    )?;
+    println!("{feature_extractor}\n");
+
+    println!("## AutoProcessor\n(LayoutLMv2Processor is not implemented yet: issue 5)\n");
 
     println!("## AutoModel");
     println!(">>> model = AutoModelForSequenceClassification.from_pretrained(\"distilbert/distilbert-base-uncased\")");

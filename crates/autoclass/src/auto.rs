@@ -1,4 +1,4 @@
-//! AutoModel and AutoModelFor<Task>: config → registry → weights → the right model.
+//! AutoModel and `AutoModelFor<Task>`: config → registry → weights → the right model.
 
 use candle_core::Device;
 
@@ -170,6 +170,16 @@ auto_model!(
     /// `AutoModelForImageClassification`.
     AutoModelForImageClassification,
     Task::ImageClassification
+);
+auto_model!(
+    /// `AutoModelForAudioClassification`.
+    AutoModelForAudioClassification,
+    Task::AudioClassification
+);
+auto_model!(
+    /// `AutoModelForCTC`.
+    AutoModelForCTC,
+    Task::Ctc
 );
 auto_model!(
     /// `AutoBackbone`: feature maps of the stages chosen with

@@ -16,6 +16,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod audio;
 pub mod auto;
 pub mod backbone;
 pub mod config;
@@ -24,15 +25,16 @@ pub mod hub;
 pub mod image;
 pub mod models;
 pub mod nn;
+pub mod processing;
 pub mod registry;
 pub mod tokenization;
 mod util;
 pub mod weights;
 
 pub use auto::{
-    AutoBackbone, AutoModel, AutoModelForImageClassification, AutoModelForMaskedLM,
-    AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
-    AutoModelForTokenClassification, LoadOptions, Model,
+    AutoBackbone, AutoModel, AutoModelForAudioClassification, AutoModelForCTC,
+    AutoModelForImageClassification, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification, AutoModelForTokenClassification, LoadOptions, Model,
 };
 pub use config::{AutoConfig, Config, ConfigOverrides};
 pub use error::{Error, Result};
@@ -71,4 +73,6 @@ pub fn log_warnings_to_stderr() {
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub use crate::audio::{AudioOptions, AutoFeatureExtractor, FeatureExtractor};
 pub use crate::image::{AutoImageProcessor, ImageProcessor};
+pub use crate::processing::{AutoProcessor, Processor};

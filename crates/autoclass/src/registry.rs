@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{Config, ModelConfig};
 use crate::error::{Error, Result};
-use crate::models::{bert, convnext, distilbert, swin, vit, TaskModel};
+use crate::models::{bert, convnext, distilbert, hubert, swin, vit, wav2vec2, TaskModel};
 use crate::weights::VarBuilder;
 
 /// What a model is loaded for: the head on top of the base model (transformers' Auto classes).
@@ -28,6 +28,10 @@ pub enum Task {
     ImageClassification,
     /// `AutoBackbone`: feature maps of chosen stages.
     Backbone,
+    /// `AutoModelForAudioClassification`.
+    AudioClassification,
+    /// `AutoModelForCTC`: per-frame token logits for speech recognition.
+    Ctc,
 }
 
 impl Task {
@@ -40,6 +44,8 @@ impl Task {
         Task::QuestionAnswering,
         Task::ImageClassification,
         Task::Backbone,
+        Task::AudioClassification,
+        Task::Ctc,
     ];
 
     /// The CLI name (`sequence-classification`).
@@ -52,6 +58,8 @@ impl Task {
             Task::QuestionAnswering => "question-answering",
             Task::ImageClassification => "image-classification",
             Task::Backbone => "backbone",
+            Task::AudioClassification => "audio-classification",
+            Task::Ctc => "ctc",
         }
     }
 
@@ -65,6 +73,8 @@ impl Task {
             Task::QuestionAnswering => "AutoModelForQuestionAnswering",
             Task::ImageClassification => "AutoModelForImageClassification",
             Task::Backbone => "AutoBackbone",
+            Task::AudioClassification => "AutoModelForAudioClassification",
+            Task::Ctc => "AutoModelForCTC",
         }
     }
 }
@@ -115,6 +125,14 @@ pub trait Architecture: Sync {
     fn image_processor_class(&self) -> Option<&'static str> {
         None
     }
+    /// The feature extractor class transformers maps this model type to (`FEATURE_EXTRACTOR_MAPPING`), if any.
+    fn feature_extractor_class(&self) -> Option<&'static str> {
+        None
+    }
+    /// The processor class transformers maps this model type to (`PROCESSOR_MAPPING`), if any.
+    fn processor_class(&self) -> Option<&'static str> {
+        None
+    }
     /// The tasks this architecture supports, with the transformers class for each.
     fn tasks(&self) -> &'static [(Task, &'static str)];
     /// Parses the typed model-specific config.
@@ -138,6 +156,8 @@ pub const ARCHITECTURES: &[&dyn Architecture] = &[
     &vit::Vit,
     &swin::Swin,
     &convnext::ConvNext,
+    &wav2vec2::Wav2Vec2,
+    &hubert::Hubert,
 ];
 
 /// Every known model type.

@@ -3,8 +3,10 @@
 pub mod bert;
 pub mod convnext;
 pub mod distilbert;
+pub mod hubert;
 pub mod swin;
 pub mod vit;
+pub mod wav2vec2;
 
 use candle_core::Tensor;
 

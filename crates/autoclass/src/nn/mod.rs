@@ -354,3 +354,199 @@ impl Conv2d {
         })
     }
 }
+
+/// `nn.Conv1d`: weight `[out, in / groups, k]`, optional bias.
+#[derive(Clone, Debug)]
+pub struct Conv1d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+}
+
+/// The shape parameters of a [`Conv1d`].
+#[derive(Clone, Copy, Debug)]
+pub struct Conv1dSpec {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on both ends.
+    pub padding: usize,
+    /// Channel groups.
+    pub groups: usize,
+    /// Whether there is a bias.
+    pub bias: bool,
+}
+
+impl Conv1dSpec {
+    /// Checks that the groups divide the channels and that kernel and stride are positive.
+    pub fn check(&self) -> Result<()> {
+        if self.groups == 0
+            || self.in_channels % self.groups != 0
+            || self.out_channels % self.groups != 0
+        {
+            return Err(Error::config(
+                "groups",
+                format!(
+                    "{} does not divide the channels ({} in, {} out)",
+                    self.groups, self.in_channels, self.out_channels
+                ),
+            ));
+        }
+        if self.kernel == 0 || self.stride == 0 {
+            return Err(Error::config(
+                "kernel",
+                format!(
+                    "kernel size ({}) and stride ({}) must be positive",
+                    self.kernel, self.stride
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Conv1d {
+    /// Loads `weight` and (if `spec.bias`) `bias`; missing ones are N(0, `init_std`) and zeros.
+    pub fn load(vb: &VarBuilder, spec: Conv1dSpec, init_std: f64) -> Result<Self> {
+        spec.check()?;
+        let weight = vb.get(
+            &[
+                spec.out_channels,
+                spec.in_channels / spec.groups,
+                spec.kernel,
+            ],
+            "weight",
+            Init::Normal(init_std),
+        )?;
+        let bias = if spec.bias {
+            Some(vb.get(&[spec.out_channels], "bias", Init::Const(0.0))?)
+        } else {
+            None
+        };
+        Ok(Conv1d {
+            weight,
+            bias,
+            stride: spec.stride,
+            padding: spec.padding,
+            groups: spec.groups,
+        })
+    }
+
+    /// A convolution from existing tensors (e.g. a weight-normalised kernel computed at load).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>, spec: Conv1dSpec) -> Result<Self> {
+        spec.check()?;
+        Ok(Conv1d {
+            weight,
+            bias,
+            stride: spec.stride,
+            padding: spec.padding,
+            groups: spec.groups,
+        })
+    }
+
+    /// The output length for an input of `len` steps, or `None` if the input is shorter than
+    /// the kernel (after padding).
+    pub fn output_len(&self, len: usize) -> Option<usize> {
+        let k = self.weight.dims().last().copied().unwrap_or(1);
+        let padded = len + 2 * self.padding;
+        (padded >= k).then(|| (padded - k) / self.stride + 1)
+    }
+
+    /// Applies the convolution to `x` `[B, C, L]`; an input shorter than the kernel is an error
+    /// with torch's message, not a panic.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, l) = x.dims3().map_err(|_| {
+            Error::input(format!(
+                "a 1-d convolution needs [batch, channels, length], got {:?}",
+                x.dims()
+            ))
+        })?;
+        if self.output_len(l).is_none() {
+            let k = self.weight.dims().last().copied().unwrap_or(1);
+            return Err(Error::input(format!(
+                "Calculated padded input size per channel: ({}). Kernel size: ({k}). Kernel size can't be greater than actual input size",
+                l + 2 * self.padding
+            )));
+        }
+        // candle's CPU convolution has no bf16 kernel: widen to f32 and narrow the result.
+        let y = if self.weight.dtype() == DType::BF16 && self.weight.device().is_cpu() {
+            x.to_dtype(DType::F32)?
+                .conv1d(
+                    &self.weight.to_dtype(DType::F32)?,
+                    self.padding,
+                    self.stride,
+                    1,
+                    self.groups,
+                )?
+                .to_dtype(DType::BF16)?
+        } else {
+            x.conv1d(&self.weight, self.padding, self.stride, 1, self.groups)?
+        };
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1))?)?,
+            None => y,
+        })
+    }
+}
+
+/// `nn.GroupNorm` over `[B, C, *]`: statistics per (sample, group of channels) over the group's
+/// channels and all trailing positions (biased variance, in f32), then a per-channel affine.
+#[derive(Clone, Debug)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    num_groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// Loads `weight` and `bias` of size `num_channels`; missing ones are ones and zeros.
+    pub fn load(vb: &VarBuilder, num_groups: usize, num_channels: usize, eps: f64) -> Result<Self> {
+        if num_groups == 0 || num_channels % num_groups != 0 {
+            return Err(Error::config(
+                "num_groups",
+                format!(
+                    "num_channels ({num_channels}) must be divisible by num_groups ({num_groups})"
+                ),
+            ));
+        }
+        Ok(GroupNorm {
+            weight: vb.get(&[num_channels], "weight", Init::Const(1.0))?,
+            bias: vb.get(&[num_channels], "bias", Init::Const(0.0))?,
+            num_groups,
+            eps,
+        })
+    }
+
+    /// Normalises `x` `[B, C, ...]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        if dims.len() < 2 {
+            return Err(Error::input(format!(
+                "group norm needs [batch, channels, ...], got {dims:?}"
+            )));
+        }
+        let (b, c) = (dims[0], dims[1]);
+        let dtype = x.dtype();
+        let xf = x.to_dtype(DType::F32)?.reshape((b, self.num_groups, ()))?;
+        let mean = xf.mean_keepdim(D::Minus1)?;
+        let centered = xf.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .reshape(dims.as_slice())?
+            .to_dtype(dtype)?;
+        let mut affine_shape = vec![1usize; dims.len()];
+        affine_shape[1] = c;
+        Ok(normed
+            .broadcast_mul(&self.weight.reshape(affine_shape.as_slice())?)?
+            .broadcast_add(&self.bias.reshape(affine_shape.as_slice())?)?)
+    }
+}

@@ -6,6 +6,7 @@
 //! classes rebuild their pipeline from the vocabulary and `do_lower_case` & co. (they ignore
 //! tokenizer.json's normalizer, as transformers does), and can be built from `vocab.txt` alone.
 
+pub mod ctc;
 mod wordpiece;
 
 use std::path::PathBuf;
@@ -288,6 +289,15 @@ impl Tokenizer {
                     checkpoint,
                 )?;
                 (inner, *names, name.to_string())
+            }
+            None if class_name.as_deref() == Some("Wav2Vec2CTCTokenizer") => {
+                return Err(Error::Tokenizer {
+                    path: config_path,
+                    reason:
+                        "Wav2Vec2CTCTokenizer only decodes CTC output: load it with AutoProcessor \
+                             (Wav2Vec2Processor) or tokenization::ctc::Wav2Vec2CtcTokenizer"
+                            .into(),
+                });
             }
             None => {
                 let path = tokenizer_json.ok_or_else(|| Error::MissingFile {
