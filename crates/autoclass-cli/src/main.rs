@@ -4,6 +4,7 @@
 //! a non-zero exit status. The command names and flags are a contract used by outside scripts:
 //! extend them, never rename them.
 
+mod document;
 mod output;
 
 use std::collections::HashMap;
@@ -204,6 +205,10 @@ struct RunArgs {
     images: Vec<PathBuf>,
     #[command(flatten)]
     audio: AudioArgs,
+    /// Words and boxes of the --image document instead of OCR: `{"words": [...], "boxes":
+    /// [[x0, y0, x1, y1], ...], "word_labels": [...]}` (LayoutLM checkpoints).
+    #[arg(long)]
+    words_file: Option<PathBuf>,
     /// Backbone stages by index, e.g. `1,2` (`out_indices`).
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     out_indices: Vec<i64>,
@@ -241,6 +246,9 @@ struct PreprocessArgs {
     images: Vec<PathBuf>,
     #[command(flatten)]
     audio: AudioArgs,
+    /// Words and boxes of the --image document instead of OCR (LayoutLM processors).
+    #[arg(long)]
+    words_file: Option<PathBuf>,
     /// Write every tensor the preprocessor made to this .safetensors file.
     #[arg(long)]
     save: Option<PathBuf>,
@@ -329,6 +337,17 @@ fn run(args: RunArgs) -> autoclass::Result<()> {
                 ctc,
             },
             batch,
+        )
+    } else if !args.images.is_empty() && !matches!(task, Task::ImageClassification | Task::Backbone)
+    {
+        // A document task: words (OCR or --words-file), boxes and the page image.
+        let doc = document::process(&checkpoint, &args.images, args.words_file.as_deref())?;
+        (
+            output::Inputs::Document {
+                words: doc.words,
+                first_token_of: doc.first_token_of,
+            },
+            doc.batch,
         )
     } else if matches!(task, Task::ImageClassification | Task::Backbone) {
         if args.images.is_empty() {
@@ -431,6 +450,12 @@ fn preprocess(args: PreprocessArgs) -> autoclass::Result<()> {
             .audio
             .extract(&checkpoint, args.text.padding.as_deref())?;
         (batch, class)
+    } else if !args.images.is_empty() && has_document_processor(&checkpoint) {
+        let doc = document::process(&checkpoint, &args.images, args.words_file.as_deref())?;
+        let class = autoclass::Processor::from_checkpoint(&checkpoint)?
+            .class_name()
+            .to_string();
+        (doc.batch, class)
     } else if !args.images.is_empty() {
         let processor = ImageProcessor::from_checkpoint(&checkpoint)?;
         (
@@ -466,4 +491,12 @@ fn preprocess(args: PreprocessArgs) -> autoclass::Result<()> {
         serde_json::json!({"processor": processor, "tensors": tensors})
     );
     Ok(())
+}
+
+/// Whether the checkpoint's AutoProcessor is a document processor (LayoutLMv2/v3).
+fn has_document_processor(checkpoint: &Checkpoint) -> bool {
+    matches!(
+        autoclass::Processor::from_checkpoint(checkpoint),
+        Ok(autoclass::Processor::LayoutLMv2(_) | autoclass::Processor::LayoutLMv3(_))
+    )
 }

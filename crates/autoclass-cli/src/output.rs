@@ -42,6 +42,13 @@ pub enum Inputs {
     },
     /// Image files.
     Images(Vec<std::path::PathBuf>),
+    /// A document: its words, and which word each first sub-token starts.
+    Document {
+        /// The words of each example.
+        words: Vec<Vec<String>>,
+        /// For each example and token, the word it starts.
+        first_token_of: Vec<Vec<Option<usize>>>,
+    },
     /// Audio files, and the CTC tokenizer for `ctc`.
     Audio {
         /// The files.
@@ -118,6 +125,37 @@ pub fn report(model: &Model, inputs: &Inputs, outputs: &ModelOutput) -> autoclas
                 let scores = ranked(config, probs);
                 let best = scores.first().cloned().unwrap_or(Value::Null);
                 results.push(json!({"index": i, "label": best["label"], "score": best["score"], "scores": scores}));
+            }
+        }
+        Task::TokenClassification if matches!(inputs, Inputs::Document { .. }) => {
+            let Inputs::Document {
+                words,
+                first_token_of,
+            } = inputs
+            else {
+                return Err(autoclass::Error::input(
+                    "token-classification needs --text or --image",
+                ));
+            };
+            let probs = softmax_rows(outputs.require("logits")?)?;
+            let width = first_token_of.first().map_or(0, Vec::len);
+            for (i, starts) in first_token_of.iter().enumerate() {
+                let mut labelled = Vec::new();
+                for (j, word) in starts.iter().enumerate() {
+                    let (Some(w), Some(p)) = (word, probs.get(i * width + j)) else {
+                        continue;
+                    };
+                    let best = (0..p.len())
+                        .max_by(|a, b| p[*a].total_cmp(&p[*b]))
+                        .unwrap_or(0);
+                    let text = words
+                        .get(i)
+                        .and_then(|ws| ws.get(*w))
+                        .cloned()
+                        .unwrap_or_default();
+                    labelled.push(json!({"index": w, "token": text, "label": config.label(best), "score": p[best]}));
+                }
+                results.push(json!({"index": i, "tokens": labelled}));
             }
         }
         Task::TokenClassification => {

@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 
 use autoclass::image::AutoImageProcessor;
 use autoclass::weights::synthetic;
-use autoclass::AutoFeatureExtractor;
 use autoclass::{
     AutoBackbone, AutoModelForSequenceClassification, AutoModelForTokenClassification,
     AutoTokenizer, EncodeOptions, LoadOptions, Result,
 };
+use autoclass::{AutoFeatureExtractor, AutoProcessor};
 
 const COMMIT: &str = "0000000000000000000000000000000000a11c1a";
 
@@ -79,6 +79,11 @@ fn setup() -> std::io::Result<PathBuf> {
         &cache,
         "google/vit-base-patch16-224",
         &bundled.join("vit-base-patch16-224"),
+    )?;
+    cache_repo(
+        &cache,
+        "microsoft/layoutlmv2-base-uncased",
+        &bundled.join("layoutlmv2-base-uncased"),
     )?;
     cache_repo(
         &cache,
@@ -192,7 +197,12 @@ fn tour() -> Result<()> {
     )?;
     println!("{feature_extractor}\n");
 
-    println!("## AutoProcessor\n(LayoutLMv2Processor is not implemented yet: issue 5)\n");
+    println!("## AutoProcessor");
+    println!(
+        ">>> processor = AutoProcessor.from_pretrained(\"microsoft/layoutlmv2-base-uncased\")"
+    );
+    let processor = AutoProcessor::from_pretrained("microsoft/layoutlmv2-base-uncased")?;
+    println!("{}\n", processor.class_name());
 
     println!("## AutoModel");
     println!(">>> model = AutoModelForSequenceClassification.from_pretrained(\"distilbert/distilbert-base-uncased\")");

@@ -7,7 +7,9 @@ use serde_json::{Map, Value};
 
 use crate::config::{Config, ModelConfig};
 use crate::error::{Error, Result};
-use crate::models::{bert, convnext, distilbert, hubert, swin, vit, wav2vec2, TaskModel};
+use crate::models::{
+    bert, convnext, distilbert, hubert, layoutlmv2, layoutlmv3, swin, vit, wav2vec2, TaskModel,
+};
 use crate::weights::VarBuilder;
 
 /// What a model is loaded for: the head on top of the base model (transformers' Auto classes).
@@ -158,6 +160,8 @@ pub const ARCHITECTURES: &[&dyn Architecture] = &[
     &convnext::ConvNext,
     &wav2vec2::Wav2Vec2,
     &hubert::Hubert,
+    &layoutlmv2::LayoutLMv2,
+    &layoutlmv3::LayoutLMv3,
 ];
 
 /// Every known model type.
@@ -200,7 +204,8 @@ mod tests {
                 "duplicate {}",
                 arch.model_type()
             );
-            assert!(!arch.tasks().is_empty());
+            // Only processor-only entries (LayoutLMv2) may have no model.
+            assert!(!arch.tasks().is_empty() || arch.processor_class().is_some());
         }
     }
 

@@ -177,3 +177,14 @@ fn distilbert_tokenizer_has_no_token_type_ids() {
     assert!(enc.token_type_ids.is_none());
     assert!(enc.to_json().get("token_type_ids").is_none());
 }
+
+/// Each token knows which sequence of a pair it came from (transformers' `sequence_ids()`).
+#[test]
+fn pair_sequence_ids() {
+    let tokenizer = AutoTokenizer::from_pretrained(&bert_base_uncased()).unwrap();
+    let enc = tokenizer
+        .encode_pair("where is it", "in a hole", &EncodeOptions::default())
+        .unwrap();
+    let (n, z, o) = (None, Some(0), Some(1));
+    assert_eq!(enc.sequence_ids[0], vec![n, z, z, z, n, o, o, o, n]);
+}

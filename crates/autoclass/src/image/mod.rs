@@ -6,12 +6,17 @@
 //! * [`resize`]: Pillow 13.0.0's `Image.resize` for 8-bit images, bit for bit.
 //! * [`processors`]: [`AutoImageProcessor`] and the image processors (`ViTImageProcessor`,
 //!   `ConvNextImageProcessor`, `DeiTImageProcessor`, `CLIPImageProcessor`) producing
-//!   `pixel_values`.
+//!   `pixel_values`; `LayoutLMv2ImageProcessor` / `LayoutLMv3ImageProcessor` also run OCR
+//!   ([`ImageProcessor::preprocess_document`]).
+//! * [`ocr`]: Tesseract OCR exactly as transformers' `apply_tesseract` runs it through
+//!   pytesseract ([`ocr::apply_tesseract`], words and 0..1000 boxes).
 
 pub mod decode;
+pub mod ocr;
 pub mod processors;
 pub mod resize;
 
+pub use ocr::{apply_tesseract, OcrWords};
 pub use processors::{
     AutoImageProcessor, ChannelStats, ImageProcessor, ImageProcessorSettings, SizeDict,
 };

@@ -1,5 +1,11 @@
 //! Image processors: `AutoImageProcessor` and the PIL-backend pipelines of transformers 5
-//! (`ViTImageProcessor`, `ConvNextImageProcessor`, `DeiTImageProcessor`, `CLIPImageProcessor`).
+//! (`ViTImageProcessor`, `ConvNextImageProcessor`, `DeiTImageProcessor`, `CLIPImageProcessor`,
+//! `LayoutLMv2ImageProcessor`, `LayoutLMv3ImageProcessor`).
+//!
+//! LayoutLMv2/v3 ([`ImageProcessor::preprocess_document`]): with `apply_ocr` (default true) each
+//! image, at its original size, goes through Tesseract ([`super::ocr`]) for words and 0..1000
+//! boxes. LayoutLMv2 then only resizes (224x224 bilinear) and flips RGB to BGR, keeping uint8;
+//! LayoutLMv3 runs the standard pipeline (rescale 1/255, normalize with mean/std 0.5).
 //!
 //! Class selection follows `AutoImageProcessor.from_pretrained`: the `image_processor` entry of
 //! processor_config.json if there is one, else preprocessor_config.json; its
@@ -22,6 +28,7 @@ use candle_core::{Device, Tensor};
 use serde_json::{Map, Value};
 
 use super::decode::{open, to_rgb_for_processor, MAX_DIMENSION, MAX_PIXELS};
+use super::ocr::{apply_tesseract, OcrWords};
 use super::resize::{resize_interleaved, Resample};
 use crate::config::read_json_object;
 use crate::error::{Error, Result};
@@ -177,6 +184,13 @@ pub struct ImageProcessorSettings {
     pub do_pad: bool,
     /// The padding target (`height` and `width`).
     pub pad_size: Option<SizeDict>,
+    /// LayoutLMv2/v3: run Tesseract OCR on every image (before resizing) for words and boxes
+    /// ([`ImageProcessor::preprocess_document`]). Always false for the other classes.
+    pub apply_ocr: bool,
+    /// LayoutLMv2/v3: tesseract's language (`-l`), `None` for tesseract's default (English).
+    pub ocr_lang: Option<String>,
+    /// LayoutLMv2/v3: extra tesseract arguments (split like `shlex.split`), e.g. `--psm 6`.
+    pub tesseract_config: Option<String>,
 }
 
 /// How a class resizes.
@@ -194,6 +208,11 @@ struct ClassSpec {
     kind: Kind,
     default_to_square: bool,
     defaults: fn() -> ImageProcessorSettings,
+    /// The class reads `apply_ocr`, `ocr_lang` and `tesseract_config` (LayoutLMv2/v3).
+    ocr: bool,
+    /// LayoutLMv2: `_preprocess` only resizes and flips RGB to BGR (no crop, rescale,
+    /// normalize or pad), keeping uint8.
+    resize_and_flip_only: bool,
 }
 
 fn base_defaults() -> ImageProcessorSettings {
@@ -212,6 +231,9 @@ fn base_defaults() -> ImageProcessorSettings {
         crop_pct: None,
         do_pad: false,
         pad_size: None,
+        apply_ocr: false,
+        ocr_lang: None,
+        tesseract_config: None,
     }
 }
 
@@ -226,6 +248,8 @@ const CLASSES: &[ClassSpec] = &[
             resample: Resample::Bilinear,
             ..base_defaults()
         },
+        ocr: false,
+        resize_and_flip_only: false,
     },
     ClassSpec {
         name: "ConvNextImageProcessor",
@@ -237,6 +261,8 @@ const CLASSES: &[ClassSpec] = &[
             crop_pct: Some(224.0 / 256.0),
             ..base_defaults()
         },
+        ocr: false,
+        resize_and_flip_only: false,
     },
     ClassSpec {
         name: "DeiTImageProcessor",
@@ -249,6 +275,8 @@ const CLASSES: &[ClassSpec] = &[
             crop_size: Some(SizeDict::height_width(224, 224)),
             ..base_defaults()
         },
+        ocr: false,
+        resize_and_flip_only: false,
     },
     ClassSpec {
         name: "CLIPImageProcessor",
@@ -264,6 +292,41 @@ const CLASSES: &[ClassSpec] = &[
             image_std: Some(ChannelStats::PerChannel(CLIP_STD.to_vec())),
             ..base_defaults()
         },
+        ocr: false,
+        resize_and_flip_only: false,
+    },
+    ClassSpec {
+        name: "LayoutLMv2ImageProcessor",
+        kind: Kind::Standard,
+        default_to_square: true,
+        defaults: || ImageProcessorSettings {
+            size: Some(SizeDict::height_width(224, 224)),
+            resample: Resample::Bilinear,
+            do_rescale: false,
+            rescale_factor: None,
+            do_normalize: false,
+            image_mean: None,
+            image_std: None,
+            apply_ocr: true,
+            tesseract_config: Some(String::new()),
+            ..base_defaults()
+        },
+        ocr: true,
+        resize_and_flip_only: true,
+    },
+    ClassSpec {
+        name: "LayoutLMv3ImageProcessor",
+        kind: Kind::Standard,
+        default_to_square: true,
+        defaults: || ImageProcessorSettings {
+            size: Some(SizeDict::height_width(224, 224)),
+            resample: Resample::Bilinear,
+            apply_ocr: true,
+            tesseract_config: Some(String::new()),
+            ..base_defaults()
+        },
+        ocr: true,
+        resize_and_flip_only: false,
     },
 ];
 
@@ -326,6 +389,15 @@ impl Parser<'_> {
                 Ok(n.as_i64() == Some(1))
             }
             other => Err(self.err(field, format!("must be true or false, found {other}"))),
+        }
+    }
+
+    /// A JSON string; `null` is `None`.
+    fn string(&self, field: &str, v: &Value) -> Result<Option<String>> {
+        match v {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s.clone())),
+            other => Err(self.err(field, format!("must be a string, found {other}"))),
         }
     }
 
@@ -488,6 +560,9 @@ fn settings_from_config(
             "crop_pct" if spec.kind == Kind::ConvNext => s.crop_pct = p.number(key, v)?,
             "do_pad" => s.do_pad = p.flag(key, v)?,
             "pad_size" => s.pad_size = p.size(key, v, true)?,
+            "apply_ocr" if spec.ocr => s.apply_ocr = p.flag(key, v)?,
+            "ocr_lang" if spec.ocr => s.ocr_lang = p.string(key, v)?,
+            "tesseract_config" if spec.ocr => s.tesseract_config = p.string(key, v)?,
             // Everything else (image_processor_type, feature_extractor_type, processor_class,
             // auto_map, keys of other classes) is stored by transformers and never used here.
             _ => {}
@@ -765,6 +840,25 @@ impl Pixels {
             height,
             channels,
             data,
+        })
+    }
+
+    /// The pixels as an image (as `to_pil_image` makes one: L, LA, RGB or RGBA).
+    fn to_dynamic(&self) -> Result<DynamicImage> {
+        let (w, h) = (self.width as u32, self.height as u32);
+        let data = self.data.clone();
+        let img = match self.channels {
+            1 => ::image::GrayImage::from_raw(w, h, data).map(DynamicImage::ImageLuma8),
+            2 => ::image::GrayAlphaImage::from_raw(w, h, data).map(DynamicImage::ImageLumaA8),
+            3 => ::image::RgbImage::from_raw(w, h, data).map(DynamicImage::ImageRgb8),
+            4 => ::image::RgbaImage::from_raw(w, h, data).map(DynamicImage::ImageRgba8),
+            _ => None,
+        };
+        img.ok_or_else(|| {
+            Error::input(format!(
+                "internal error: cannot rebuild a {w}x{h} image with {} channels",
+                self.channels
+            ))
         })
     }
 
@@ -1058,17 +1152,72 @@ impl ImageProcessor {
 
     /// [`Self::preprocess`] with the tensor placed on `device`.
     pub fn preprocess_on(&self, images: &[DynamicImage], device: &Device) -> Result<Batch> {
+        self.run(images, device, false).map(|(batch, _)| batch)
+    }
+
+    /// Whether [`Self::preprocess_document`] runs OCR: the class is LayoutLMv2/v3 and its
+    /// `apply_ocr` is on.
+    pub fn apply_ocr(&self) -> bool {
+        self.spec().is_ok_and(|s| s.ocr) && self.settings.apply_ocr
+    }
+
+    /// LayoutLMv2/v3 `processor(images, return_tensors="pt")`: `pixel_values` `[B, C, H, W]`
+    /// (uint8 BGR for LayoutLMv2, float32 for LayoutLMv3) and, when [`Self::apply_ocr`], the
+    /// words and normalised boxes tesseract finds in each image at its original size
+    /// ([`super::ocr::apply_tesseract`] with `ocr_lang` and `tesseract_config`); `None` when OCR
+    /// is off. For other classes this is [`Self::preprocess`] with `None`.
+    /// [`Self::preprocess`] gives the same `pixel_values` without running OCR.
+    pub fn preprocess_document(
+        &self,
+        images: &[DynamicImage],
+    ) -> Result<(Batch, Option<Vec<OcrWords>>)> {
+        self.run(images, &Device::Cpu, true)
+    }
+
+    /// [`Self::preprocess_document`] with the tensor placed on `device`.
+    pub fn preprocess_document_on(
+        &self,
+        images: &[DynamicImage],
+        device: &Device,
+    ) -> Result<(Batch, Option<Vec<OcrWords>>)> {
+        self.run(images, device, true)
+    }
+
+    /// The pipeline; OCR only when `with_ocr` and [`Self::apply_ocr`].
+    fn run(
+        &self,
+        images: &[DynamicImage],
+        device: &Device,
+        with_ocr: bool,
+    ) -> Result<(Batch, Option<Vec<OcrWords>>)> {
         let spec = self.spec()?;
         validate(spec, &self.settings)?;
         if images.is_empty() {
             return Err(Error::input("no images to preprocess"));
         }
+        let ocr = with_ocr && self.apply_ocr();
+        let mut words = Vec::new();
         let mut processed = Vec::with_capacity(images.len());
         for (index, image) in images.iter().enumerate() {
-            processed.push(self.process_one(image, index)?);
+            let px = Pixels::from_image(image, self.settings.do_convert_rgb, index)?;
+            if ocr {
+                let found = apply_tesseract(
+                    &px.to_dynamic()?,
+                    self.settings.ocr_lang.as_deref(),
+                    self.settings.tesseract_config.as_deref().unwrap_or(""),
+                )
+                .map_err(|e| match e {
+                    Error::Input { reason } => {
+                        Error::input(format!("OCR of image {index}: {reason}"))
+                    }
+                    other => other,
+                })?;
+                words.push(found);
+            }
+            processed.push(self.process_pixels(px, spec)?);
         }
         let s = &self.settings;
-        if s.do_pad {
+        if s.do_pad && !spec.resize_and_flip_only {
             let (ph, pw) = match &s.pad_size {
                 Some(SizeDict {
                     height: Some(h),
@@ -1118,7 +1267,7 @@ impl ImageProcessor {
         };
         let mut batch = Batch::new();
         batch.insert("pixel_values", tensor);
-        Ok(batch)
+        Ok((batch, ocr.then_some(words)))
     }
 
     /// Decodes the files ([`super::decode::open`]) and preprocesses them.
@@ -1127,10 +1276,27 @@ impl ImageProcessor {
         self.preprocess(&images)
     }
 
-    /// One image through convert → resize → crop → rescale → normalize, channels first.
-    fn process_one(&self, image: &DynamicImage, index: usize) -> Result<Processed> {
+    /// One image (already converted) through resize → crop → rescale → normalize, channels
+    /// first; LayoutLMv2: resize → flip to BGR.
+    fn process_pixels(&self, mut px: Pixels, spec: &ClassSpec) -> Result<Processed> {
         let s = &self.settings;
-        let mut px = Pixels::from_image(image, s.do_convert_rgb, index)?;
+        if spec.resize_and_flip_only {
+            if s.do_resize {
+                px = self.resize(px)?;
+            }
+            let (c, plane) = (px.channels, px.height * px.width);
+            let mut data = vec![0u8; c * plane];
+            for (i, pixel) in px.data.chunks_exact(c).enumerate() {
+                for (ch, &v) in pixel.iter().enumerate() {
+                    // flip_channel_order: channel ch goes to c - 1 - ch.
+                    data[(c - 1 - ch) * plane + i] = v;
+                }
+            }
+            return Ok(Processed::U8 {
+                shape: [c, px.height, px.width],
+                data,
+            });
+        }
         let c = px.channels;
         // Fail before any work on a channel count that normalize will reject.
         let stats = if s.do_normalize {

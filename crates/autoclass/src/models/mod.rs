@@ -4,6 +4,8 @@ pub mod bert;
 pub mod convnext;
 pub mod distilbert;
 pub mod hubert;
+pub mod layoutlmv2;
+pub mod layoutlmv3;
 pub mod swin;
 pub mod vit;
 pub mod wav2vec2;

@@ -2,6 +2,8 @@
 //! one), else the tokenizer, image processor or feature extractor alone — transformers'
 //! `models/auto/processing_auto.py` order.
 
+pub mod layout;
+
 use serde_json::Value;
 
 use crate::audio::FeatureExtractor;
@@ -11,6 +13,7 @@ use crate::hub::{Checkpoint, HubOptions};
 use crate::image::ImageProcessor;
 use crate::tokenization::ctc::Wav2Vec2CtcTokenizer;
 use crate::tokenization::Tokenizer;
+use layout::{LayoutLMv2Processor, LayoutLMv3Processor};
 
 /// `Wav2Vec2Processor`: a feature extractor for the audio and a CTC tokenizer for the transcript.
 #[derive(Debug)]
@@ -27,6 +30,10 @@ pub struct Wav2Vec2Processor {
 pub enum Processor {
     /// A `Wav2Vec2Processor`.
     Wav2Vec2(Box<Wav2Vec2Processor>),
+    /// A `LayoutLMv2Processor`.
+    LayoutLMv2(Box<LayoutLMv2Processor>),
+    /// A `LayoutLMv3Processor`.
+    LayoutLMv3(Box<LayoutLMv3Processor>),
     /// No processor class: the tokenizer alone.
     Tokenizer(Box<Tokenizer>),
     /// No processor class: the image processor alone.
@@ -40,6 +47,8 @@ impl Processor {
     pub fn class_name(&self) -> &str {
         match self {
             Processor::Wav2Vec2(_) => "Wav2Vec2Processor",
+            Processor::LayoutLMv2(_) => "LayoutLMv2Processor",
+            Processor::LayoutLMv3(_) => "LayoutLMv3Processor",
             Processor::Tokenizer(t) => t.class_name(),
             Processor::ImageProcessor(p) => p.class_name(),
             Processor::FeatureExtractor(f) => f.class_name(),
@@ -54,6 +63,12 @@ impl Processor {
                     feature_extractor: FeatureExtractor::from_checkpoint(checkpoint)?,
                     tokenizer: Wav2Vec2CtcTokenizer::from_checkpoint(checkpoint)?,
                 }))),
+                "LayoutLMv2Processor" => Ok(Processor::LayoutLMv2(Box::new(
+                    LayoutLMv2Processor::from_checkpoint(checkpoint)?,
+                ))),
+                "LayoutLMv3Processor" => Ok(Processor::LayoutLMv3(Box::new(
+                    LayoutLMv3Processor::from_checkpoint(checkpoint)?,
+                ))),
                 other => Err(Error::input(format!(
                     "{}: processor class `{other}` is not supported yet; known processors: {}",
                     checkpoint.name(),
@@ -79,7 +94,11 @@ impl Processor {
 }
 
 /// Processor classes autoclass implements.
-const KNOWN_PROCESSORS: &[&str] = &["Wav2Vec2Processor"];
+const KNOWN_PROCESSORS: &[&str] = &[
+    "Wav2Vec2Processor",
+    "LayoutLMv2Processor",
+    "LayoutLMv3Processor",
+];
 
 /// `processor_class` from processor_config.json, preprocessor_config.json, tokenizer_config.json
 /// or config.json, in that order, else the registry's mapping for the model type.

@@ -7,6 +7,7 @@
 //! tokenizer.json's normalizer, as transformers does), and can be built from `vocab.txt` alone.
 
 pub mod ctc;
+pub mod layout;
 mod wordpiece;
 
 use std::path::PathBuf;
@@ -198,6 +199,9 @@ pub enum Side {
 /// A loaded tokenizer: the `tokenizers` pipeline plus transformers' settings around it.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The same pipeline without its post-processor: one sequence, no special tokens, no
+    /// sequence ids of its own, so the post-processor can number a pair correctly.
+    plain: tokenizers::Tokenizer,
     class_name: String,
     model_max_length: Option<usize>,
     padding_side: Side,
@@ -252,6 +256,10 @@ const WORDPIECE_CLASSES: &[(&str, &[&str])] = &[
         &["input_ids", "token_type_ids", "attention_mask"],
     ),
     ("DistilBertTokenizer", &["input_ids", "attention_mask"]),
+    (
+        "LayoutLMv2Tokenizer",
+        &["input_ids", "attention_mask", "token_type_ids"],
+    ),
 ];
 
 impl Tokenizer {
@@ -358,8 +366,11 @@ impl Tokenizer {
             .filter(|(_, t)| t.special)
             .map(|(id, _)| id)
             .collect();
+        let mut plain = inner.clone();
+        plain.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
         Ok(Tokenizer {
             inner,
+            plain,
             mask_token,
             special_ids,
             class_name,
@@ -539,7 +550,7 @@ impl Tokenizer {
 
     /// Encodes one sequence without special tokens, truncation or padding (character offsets).
     fn encode_plain(&self, text: &str) -> Result<tokenizers::Encoding> {
-        self.inner
+        self.plain
             .encode_char_offsets(text, false)
             .map_err(|e| Error::Tokenizer {
                 path: None,
