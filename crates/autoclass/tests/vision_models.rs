@@ -78,69 +78,10 @@ fn run_case(name: &str) -> f32 {
     };
     let loaded = Model::from_pretrained(ckpt, task, &load_options(&case));
 
-    if let Some(reference) = case["expect_error"].as_str() {
-        let err = match loaded {
-            Err(e) => e,
-            Ok(model) => model
-                .forward_with(&batch, &options)
-                .err()
-                .unwrap_or_else(|| panic!("{name}: expected an error: {reference}")),
-        };
-        let msg = err.to_string();
-        assert!(
-            msg.contains(reference),
-            "{name}: error {msg:?} lacks transformers' {reference:?}"
-        );
-        return 0.0;
+    match check_model_case(name, &case, loaded, &batch, &options, &expected, TOL) {
+        Some((max, _)) => max,
+        None => 0.0,
     }
-
-    let model = loaded.unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(
-        model.class_name(),
-        case["model_class"].as_str().unwrap(),
-        "{name}"
-    );
-    let info = model.loading_info();
-    let listed = |k: &str| strings(&case["loading_info"][k]);
-    assert_eq!(info.missing, listed("missing_keys"), "{name}: missing keys");
-    assert_eq!(
-        info.unexpected,
-        listed("unexpected_keys"),
-        "{name}: unexpected keys"
-    );
-    assert_eq!(
-        info.mismatched,
-        listed("mismatched_keys"),
-        "{name}: mismatched keys"
-    );
-
-    let outputs = model.forward_with(&batch, &options).unwrap();
-    let ours: std::collections::HashMap<String, _> = outputs.named_tensors().into_iter().collect();
-    let compare = strings(&case["compare"]);
-    assert!(!compare.is_empty(), "{name}: nothing to compare");
-    let mut max = 0f32;
-    for key in compare {
-        let e = expected
-            .get(&key)
-            .unwrap_or_else(|| panic!("{name}: reference lacks {key}"));
-        let a = ours
-            .get(&key)
-            .unwrap_or_else(|| panic!("{name}: we returned no {key}"));
-        max = max.max(assert_close(&format!("{name}/{key}"), a, e, TOL));
-    }
-    // Every output the reference produced, we produce too, and nothing more.
-    let inputs_key = case["inputs"].as_str().unwrap();
-    for key in expected.keys().filter(|k| k.as_str() != inputs_key) {
-        assert!(ours.contains_key(key), "{name}: missing output {key}");
-    }
-    for key in ours.keys() {
-        assert!(
-            expected.contains_key(key),
-            "{name}: we return {key}, transformers does not"
-        );
-    }
-    eprintln!("{name}: max |diff| {max:e}");
-    max
 }
 
 macro_rules! parity {

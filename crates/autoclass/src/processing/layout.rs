@@ -149,174 +149,98 @@ fn open_all(paths: &[PathBuf]) -> Result<Vec<DynamicImage>> {
         .collect()
 }
 
-/// `LayoutLMv2Processor`: `LayoutLMv2ImageProcessor` (224×224 BGR uint8, Tesseract OCR) and
-/// `LayoutLMv2Tokenizer`. Output: `input_ids`, `bbox`, `token_type_ids`, `attention_mask`,
-/// `labels` (with word labels), and `image` (the image processor's uint8 `pixel_values`).
-#[derive(Debug)]
-pub struct LayoutLMv2Processor {
-    /// The image processor (`LayoutLMv2ImageProcessor`).
-    pub image_processor: ImageProcessor,
-    /// The tokenizer (`LayoutLMv2Tokenizer`).
-    pub tokenizer: LayoutTokenizer,
+/// Defines a document processor type: an image processor plus a words + boxes tokenizer of
+/// `$family`, run by [`run`].
+macro_rules! layout_processor {
+    ($(#[$doc:meta])* $name:ident, $family:expr, $image_class:literal, $tokenizer_class:literal) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            #[doc = concat!("The image processor (`", $image_class, "`).")]
+            pub image_processor: ImageProcessor,
+            #[doc = concat!("The tokenizer (`", $tokenizer_class, "`).")]
+            pub tokenizer: LayoutTokenizer,
+        }
+
+        impl $name {
+            /// Loads both parts from a resolved checkpoint.
+            pub fn from_checkpoint(checkpoint: &Checkpoint) -> Result<Self> {
+                Ok($name {
+                    image_processor: ImageProcessor::from_checkpoint(checkpoint)?,
+                    tokenizer: LayoutTokenizer::from_checkpoint_as(checkpoint, $family)?,
+                })
+            }
+
+            /// `processor(images, text=questions, text_pair=words, boxes=..., word_labels=...,
+            /// return_tensors="pt", **options)`: one entry per image in `questions`, `words`,
+            /// `boxes` and `word_labels`. With `apply_ocr` the words and boxes come from OCR
+            /// (questions, if given, become the first sequence) and passing boxes or word labels
+            /// is transformers' ValueError; without it, `words` and `boxes` are required.
+            pub fn process(
+                &self,
+                images: &[DynamicImage],
+                questions: Option<&[String]>,
+                words: Option<&[Vec<String>]>,
+                boxes: Option<&[Vec<[i64; 4]>]>,
+                word_labels: Option<&[Vec<i64>]>,
+                options: &LayoutEncodeOptions,
+            ) -> Result<Batch> {
+                self.process_with_encoding(images, questions, words, boxes, word_labels, options)
+                    .map(|(b, _)| b)
+            }
+
+            /// [`Self::process`], also returning the token-level encoding (rows, tokens' boxes,
+            /// `overflow_to_sample_mapping`).
+            pub fn process_with_encoding(
+                &self,
+                images: &[DynamicImage],
+                questions: Option<&[String]>,
+                words: Option<&[Vec<String>]>,
+                boxes: Option<&[Vec<[i64; 4]>]>,
+                word_labels: Option<&[Vec<i64>]>,
+                options: &LayoutEncodeOptions,
+            ) -> Result<(Batch, LayoutEncoding)> {
+                let text = DocumentText {
+                    questions,
+                    words,
+                    boxes,
+                    word_labels,
+                };
+                run($family, &self.image_processor, &self.tokenizer, images, &text, options)
+            }
+
+            /// [`Self::process`] on image files.
+            pub fn process_paths(
+                &self,
+                paths: &[PathBuf],
+                questions: Option<&[String]>,
+                words: Option<&[Vec<String>]>,
+                boxes: Option<&[Vec<[i64; 4]>]>,
+                word_labels: Option<&[Vec<i64>]>,
+                options: &LayoutEncodeOptions,
+            ) -> Result<Batch> {
+                self.process(&open_all(paths)?, questions, words, boxes, word_labels, options)
+            }
+        }
+    };
 }
 
-impl LayoutLMv2Processor {
-    /// Loads both parts from a resolved checkpoint.
-    pub fn from_checkpoint(checkpoint: &Checkpoint) -> Result<Self> {
-        Ok(LayoutLMv2Processor {
-            image_processor: ImageProcessor::from_checkpoint(checkpoint)?,
-            tokenizer: LayoutTokenizer::from_checkpoint_as(checkpoint, LayoutFamily::V2)?,
-        })
-    }
+layout_processor!(
+    /// `LayoutLMv2Processor`: `LayoutLMv2ImageProcessor` (224×224 BGR uint8, Tesseract OCR) and
+    /// `LayoutLMv2Tokenizer`. Output: `input_ids`, `bbox`, `token_type_ids`, `attention_mask`,
+    /// `labels` (with word labels), and `image` (the image processor's uint8 `pixel_values`).
+    LayoutLMv2Processor,
+    LayoutFamily::V2,
+    "LayoutLMv2ImageProcessor",
+    "LayoutLMv2Tokenizer"
+);
 
-    /// `processor(images, text=questions, text_pair=words, boxes=..., word_labels=...,
-    /// return_tensors="pt", **options)`: one entry per image in `questions`, `words`, `boxes`
-    /// and `word_labels`. With `apply_ocr` the words and boxes come from OCR (questions, if
-    /// given, become the first sequence) and passing boxes or word labels is transformers'
-    /// ValueError; without it, `words` and `boxes` are required.
-    pub fn process(
-        &self,
-        images: &[DynamicImage],
-        questions: Option<&[String]>,
-        words: Option<&[Vec<String>]>,
-        boxes: Option<&[Vec<[i64; 4]>]>,
-        word_labels: Option<&[Vec<i64>]>,
-        options: &LayoutEncodeOptions,
-    ) -> Result<Batch> {
-        self.process_with_encoding(images, questions, words, boxes, word_labels, options)
-            .map(|(b, _)| b)
-    }
-
-    /// [`Self::process`], also returning the token-level encoding (rows, tokens' boxes,
-    /// `overflow_to_sample_mapping`).
-    pub fn process_with_encoding(
-        &self,
-        images: &[DynamicImage],
-        questions: Option<&[String]>,
-        words: Option<&[Vec<String>]>,
-        boxes: Option<&[Vec<[i64; 4]>]>,
-        word_labels: Option<&[Vec<i64>]>,
-        options: &LayoutEncodeOptions,
-    ) -> Result<(Batch, LayoutEncoding)> {
-        let text = DocumentText {
-            questions,
-            words,
-            boxes,
-            word_labels,
-        };
-        run(
-            LayoutFamily::V2,
-            &self.image_processor,
-            &self.tokenizer,
-            images,
-            &text,
-            options,
-        )
-    }
-
-    /// [`Self::process`] on image files.
-    pub fn process_paths(
-        &self,
-        paths: &[PathBuf],
-        questions: Option<&[String]>,
-        words: Option<&[Vec<String>]>,
-        boxes: Option<&[Vec<[i64; 4]>]>,
-        word_labels: Option<&[Vec<i64>]>,
-        options: &LayoutEncodeOptions,
-    ) -> Result<Batch> {
-        self.process(
-            &open_all(paths)?,
-            questions,
-            words,
-            boxes,
-            word_labels,
-            options,
-        )
-    }
-}
-
-/// `LayoutLMv3Processor`: `LayoutLMv3ImageProcessor` (resized, normalised float pixels, Tesseract
-/// OCR) and `LayoutLMv3Tokenizer`. Output: `input_ids`, `bbox`, `attention_mask`, `labels` (with
-/// word labels) and `pixel_values`.
-#[derive(Debug)]
-pub struct LayoutLMv3Processor {
-    /// The image processor (`LayoutLMv3ImageProcessor`).
-    pub image_processor: ImageProcessor,
-    /// The tokenizer (`LayoutLMv3Tokenizer`).
-    pub tokenizer: LayoutTokenizer,
-}
-
-impl LayoutLMv3Processor {
-    /// Loads both parts from a resolved checkpoint.
-    pub fn from_checkpoint(checkpoint: &Checkpoint) -> Result<Self> {
-        Ok(LayoutLMv3Processor {
-            image_processor: ImageProcessor::from_checkpoint(checkpoint)?,
-            tokenizer: LayoutTokenizer::from_checkpoint_as(checkpoint, LayoutFamily::V3)?,
-        })
-    }
-
-    /// `processor(images, text=questions, text_pair=words, boxes=..., word_labels=...,
-    /// return_tensors="pt", **options)`: one entry per image in `questions`, `words`, `boxes`
-    /// and `word_labels`. With `apply_ocr` the words and boxes come from OCR (questions, if
-    /// given, become the first sequence) and passing boxes or word labels is transformers'
-    /// ValueError; without it, `words` and `boxes` are required.
-    pub fn process(
-        &self,
-        images: &[DynamicImage],
-        questions: Option<&[String]>,
-        words: Option<&[Vec<String>]>,
-        boxes: Option<&[Vec<[i64; 4]>]>,
-        word_labels: Option<&[Vec<i64>]>,
-        options: &LayoutEncodeOptions,
-    ) -> Result<Batch> {
-        self.process_with_encoding(images, questions, words, boxes, word_labels, options)
-            .map(|(b, _)| b)
-    }
-
-    /// [`Self::process`], also returning the token-level encoding (rows, tokens' boxes,
-    /// `overflow_to_sample_mapping`).
-    pub fn process_with_encoding(
-        &self,
-        images: &[DynamicImage],
-        questions: Option<&[String]>,
-        words: Option<&[Vec<String>]>,
-        boxes: Option<&[Vec<[i64; 4]>]>,
-        word_labels: Option<&[Vec<i64>]>,
-        options: &LayoutEncodeOptions,
-    ) -> Result<(Batch, LayoutEncoding)> {
-        let text = DocumentText {
-            questions,
-            words,
-            boxes,
-            word_labels,
-        };
-        run(
-            LayoutFamily::V3,
-            &self.image_processor,
-            &self.tokenizer,
-            images,
-            &text,
-            options,
-        )
-    }
-
-    /// [`Self::process`] on image files.
-    pub fn process_paths(
-        &self,
-        paths: &[PathBuf],
-        questions: Option<&[String]>,
-        words: Option<&[Vec<String>]>,
-        boxes: Option<&[Vec<[i64; 4]>]>,
-        word_labels: Option<&[Vec<i64>]>,
-        options: &LayoutEncodeOptions,
-    ) -> Result<Batch> {
-        self.process(
-            &open_all(paths)?,
-            questions,
-            words,
-            boxes,
-            word_labels,
-            options,
-        )
-    }
-}
+layout_processor!(
+    /// `LayoutLMv3Processor`: `LayoutLMv3ImageProcessor` (resized, normalised float pixels,
+    /// Tesseract OCR) and `LayoutLMv3Tokenizer`. Output: `input_ids`, `bbox`, `attention_mask`,
+    /// `labels` (with word labels) and `pixel_values`.
+    LayoutLMv3Processor,
+    LayoutFamily::V3,
+    "LayoutLMv3ImageProcessor",
+    "LayoutLMv3Tokenizer"
+);

@@ -111,3 +111,81 @@ pub fn assert_ids(name: &str, actual: &Tensor, expected: &Tensor) {
         .unwrap();
     assert_eq!(a, e, "{name}");
 }
+
+/// Checks a model loaded for a fixture case against transformers: for an `expect_error` case,
+/// that loading or running fails with transformers' message (then `None`); otherwise the class,
+/// the load report, every `compare` output at `tol`, and that we return exactly the outputs
+/// transformers returned (every tensor in `expected` that is not one of the batch's inputs).
+/// Returns the largest difference and the outputs.
+pub fn check_model_case(
+    name: &str,
+    case: &Value,
+    loaded: autoclass::Result<autoclass::Model>,
+    batch: &autoclass::Batch,
+    options: &autoclass::ForwardOptions,
+    expected: &HashMap<String, Tensor>,
+    tol: f32,
+) -> Option<(f32, autoclass::ModelOutput)> {
+    if let Some(reference) = case["expect_error"].as_str() {
+        let err = match loaded {
+            Err(e) => e,
+            Ok(model) => model
+                .forward_with(batch, options)
+                .err()
+                .unwrap_or_else(|| panic!("{name}: expected an error: {reference}")),
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains(reference),
+            "{name}: error {msg:?} lacks transformers' {reference:?}"
+        );
+        return None;
+    }
+    let model = loaded.unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(
+        model.class_name(),
+        case["model_class"].as_str().unwrap(),
+        "{name}"
+    );
+    let info = model.loading_info();
+    let listed = |k: &str| strings(&case["loading_info"][k]);
+    assert_eq!(info.missing, listed("missing_keys"), "{name}: missing keys");
+    assert_eq!(
+        info.unexpected,
+        listed("unexpected_keys"),
+        "{name}: unexpected keys"
+    );
+    assert_eq!(
+        info.mismatched,
+        listed("mismatched_keys"),
+        "{name}: mismatched keys"
+    );
+
+    let outputs = model.forward_with(batch, options).unwrap();
+    let ours: HashMap<String, Tensor> = outputs.named_tensors().into_iter().collect();
+    let compare = strings(&case["compare"]);
+    assert!(!compare.is_empty(), "{name}: nothing to compare");
+    let mut max = 0f32;
+    for key in &compare {
+        let e = expected
+            .get(key)
+            .unwrap_or_else(|| panic!("{name}: reference lacks {key}"));
+        let a = ours
+            .get(key)
+            .unwrap_or_else(|| panic!("{name}: we returned no {key}"));
+        max = max.max(assert_close(&format!("{name}/{key}"), a, e, tol));
+    }
+    // Every output the reference produced, we produce too, and nothing more.
+    let inputs: Vec<&str> = batch.iter().map(|(k, _)| k).collect();
+    for key in expected.keys().filter(|k| !inputs.contains(&k.as_str())) {
+        assert!(ours.contains_key(key), "{name}: missing output {key}");
+    }
+    for key in ours.keys() {
+        assert!(
+            expected.contains_key(key),
+            "{name}: we return {key}, transformers does not"
+        );
+    }
+    eprintln!("{name}: max |diff| {max:e}");
+    Some((max, outputs))
+}
