@@ -20,7 +20,7 @@ use tokenizers::{InputSequence, PostProcessor};
 
 use super::{
     class_from_model_config, token_content, wordpiece, EncodeOptions, Padding, Side, Tokenizer,
-    Truncation, LARGE_LIMIT,
+    Truncation,
 };
 use crate::config::read_json_object;
 use crate::error::{Error, Result};
@@ -432,31 +432,9 @@ impl LayoutTokenizer {
                 "<mask>",
             ),
         };
-        let model_max_length = match init.get("model_max_length") {
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .filter(|v| *v < LARGE_LIMIT && *v >= 0.0)
-                .map(|v| v as usize),
-            Some(_) => None,
-            None => default_max,
-        };
-        let side = |key: &str| -> Result<Side> {
-            match init.get(key).and_then(Value::as_str) {
-                None | Some("right") => Ok(Side::Right),
-                Some("left") => Ok(Side::Left),
-                Some(other) => Err(Error::Tokenizer {
-                    path: config_path.clone(),
-                    reason: format!("{key} should be 'right' or 'left', got {other:?}"),
-                }),
-            }
-        };
-        let model_input_names = match init.get("model_input_names") {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            _ => names.iter().map(|s| s.to_string()).collect(),
-        };
+        let model_max_length = super::max_length_setting(&init, default_max);
+        let side = |key: &str| super::side_setting(&init, key, config_path.as_deref());
+        let model_input_names = super::input_names_setting(&init, names);
         let special = |key: &str, default: &str| {
             init.get(key)
                 .and_then(token_content)

@@ -328,30 +328,9 @@ impl Tokenizer {
                 )
             }
         };
-        let model_max_length = match init.get("model_max_length") {
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .filter(|v| *v < LARGE_LIMIT && *v >= 0.0)
-                .map(|v| v as usize),
-            _ => None,
-        };
-        let side = |key: &str| -> Result<Side> {
-            match init.get(key).and_then(Value::as_str) {
-                None | Some("right") => Ok(Side::Right),
-                Some("left") => Ok(Side::Left),
-                Some(other) => Err(Error::Tokenizer {
-                    path: config_path.clone(),
-                    reason: format!("{key} should be 'right' or 'left', got {other:?}"),
-                }),
-            }
-        };
-        let model_input_names = match init.get("model_input_names") {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            _ => default_names.iter().map(|s| s.to_string()).collect(),
-        };
+        let model_max_length = max_length_setting(&init, None);
+        let side = |key: &str| side_setting(&init, key, config_path.as_deref());
+        let model_input_names = input_names_setting(&init, default_names);
         let pad_token = init
             .get("pad_token")
             .and_then(token_content)
@@ -675,6 +654,46 @@ impl Tokenizer {
         rows.iter()
             .map(|r| self.decode(r, skip_special_tokens))
             .collect()
+    }
+}
+
+/// `model_max_length` from tokenizer_config.json: `None` when over transformers'
+/// `VERY_LARGE_INTEGER` threshold or not a number, `default` when absent.
+fn max_length_setting(init: &Map<String, Value>, default: Option<usize>) -> Option<usize> {
+    match init.get("model_max_length") {
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|v| *v < LARGE_LIMIT && *v >= 0.0)
+            .map(|v| v as usize),
+        Some(_) => None,
+        None => default,
+    }
+}
+
+/// `padding_side` / `truncation_side` from tokenizer_config.json (default right).
+fn side_setting(
+    init: &Map<String, Value>,
+    key: &str,
+    path: Option<&std::path::Path>,
+) -> Result<Side> {
+    match init.get(key).and_then(Value::as_str) {
+        None | Some("right") => Ok(Side::Right),
+        Some("left") => Ok(Side::Left),
+        Some(other) => Err(Error::Tokenizer {
+            path: path.map(std::path::Path::to_path_buf),
+            reason: format!("{key} should be 'right' or 'left', got {other:?}"),
+        }),
+    }
+}
+
+/// `model_input_names` from tokenizer_config.json, else the class's defaults.
+fn input_names_setting(init: &Map<String, Value>, defaults: &[&str]) -> Vec<String> {
+    match init.get("model_input_names") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => defaults.iter().map(|s| s.to_string()).collect(),
     }
 }
 
