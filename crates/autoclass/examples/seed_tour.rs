@@ -147,7 +147,7 @@ fn tour() -> Result<()> {
     std::env::set_var("HF_HUB_CACHE", &cache);
     std::env::set_var("HF_HUB_OFFLINE", "1");
     println!(
-        "(Hub ids resolve offline through {}; DistilBERT weights are tiny and random)\n",
+        "(Hub ids resolve offline through {}; DistilBERT's weights are tiny and random, swin-tiny's are synthetic)\n",
         cache.display()
     );
 
