@@ -265,6 +265,16 @@ struct InspectArgs {
 
 fn main() -> ExitCode {
     autoclass::log_warnings_to_stderr();
+    // Errors are one line; a failure inside a dependency must not print a panic trace either.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!("error: internal failure: {}", msg.replace('\n', " "));
+    }));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Tokenize(args) => tokenize(args),

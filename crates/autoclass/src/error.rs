@@ -150,6 +150,29 @@ pub enum Error {
         reason: String,
     },
 
+    /// A PyTorch pickle names or builds something a state dict never contains (`os.system`,
+    /// `builtins.eval`, …); it was refused without executing anything.
+    #[error(
+        "{path}: refusing to load this PyTorch checkpoint: Weights only load failed. Unsupported \
+         global `{global}` is not allowed in a state dict (only tensors, storages, torch.Size and \
+         OrderedDict are); nothing was executed. Convert trusted checkpoints to model.safetensors"
+    )]
+    UnsafePickle {
+        /// The file.
+        path: PathBuf,
+        /// The refused global or construct (`os.system`, `INST builtins.eval`, `EXT1 …`).
+        global: String,
+    },
+
+    /// A PyTorch checkpoint (`pytorch_model.bin`) is malformed.
+    #[error("{path} is not a valid PyTorch checkpoint: {reason}")]
+    InvalidTorchWeights {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The model needs a tensor the checkpoint lacks and cannot initialise.
     #[error("tensor `{name}` is missing from the checkpoint")]
     MissingTensor {

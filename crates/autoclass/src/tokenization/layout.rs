@@ -722,9 +722,10 @@ impl LayoutTokenizer {
 
     /// Encodes pre-tokenized words without special tokens (character offsets inside each word).
     fn encode_pretokenized(&self, words: Vec<&str>) -> Result<tokenizers::Encoding> {
-        self.raw
-            .encode_char_offsets(InputSequence::from(words), false)
-            .map_err(tok_err)
+        super::guarded(|| {
+            self.raw
+                .encode_char_offsets(InputSequence::from(words), false)
+        })
     }
 
     /// The box of every token (`_batch_encode_plus`' "create the token boxes").

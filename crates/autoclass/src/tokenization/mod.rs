@@ -529,12 +529,7 @@ impl Tokenizer {
 
     /// Encodes one sequence without special tokens, truncation or padding (character offsets).
     fn encode_plain(&self, text: &str) -> Result<tokenizers::Encoding> {
-        self.plain
-            .encode_char_offsets(text, false)
-            .map_err(|e| Error::Tokenizer {
-                path: None,
-                reason: e.to_string(),
-            })
+        guarded(|| self.plain.encode_char_offsets(text, false))
     }
 
     /// transformers' `_get_padding_truncation_strategies`.
@@ -654,6 +649,30 @@ impl Tokenizer {
         rows.iter()
             .map(|r| self.decode(r, skip_special_tokens))
             .collect()
+    }
+}
+
+/// Runs a `tokenizers` call, turning its errors into ours and a panic inside it into an error.
+/// The regex engine behind `Split` / `Regex` patterns (onig) panics when a pathological pattern
+/// from a tokenizer.json exceeds its backtracking limit; no input may crash the caller.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Error::Tokenizer {
+            path: None,
+            reason: e.to_string(),
+        }),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown failure".into());
+            Err(Error::Tokenizer {
+                path: None,
+                reason: format!("the tokenizer failed on this input ({what}); a pattern in tokenizer.json may be pathological"),
+            })
+        }
     }
 }
 

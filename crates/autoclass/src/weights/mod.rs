@@ -2,15 +2,20 @@
 //! model names the way transformers does (`base_model_prefix`, legacy `gamma`/`beta`), and the
 //! load report (missing, unexpected, mismatched).
 
+pub mod pickle;
 pub mod safetensors;
 pub mod synthetic;
+pub mod torch;
+pub mod zip;
 
 use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 
-pub use self::safetensors::SafetensorsStore;
+pub use self::safetensors::{SafetensorsStore, StoredTensor};
+pub use self::torch::TorchStore;
 use crate::error::{Error, Result};
 use crate::hub::Checkpoint;
 
@@ -23,26 +28,97 @@ pub const WEIGHTS_NAME: &str = "pytorch_model.bin";
 /// Sharded PyTorch pickle weights index.
 pub const WEIGHTS_INDEX_NAME: &str = "pytorch_model.bin.index.json";
 
-/// Opens the weights of a checkpoint in transformers' order: `model.safetensors`, then the
-/// sharded index, then (not yet readable) `pytorch_model.bin`.
-pub fn open_checkpoint_weights(checkpoint: &Checkpoint) -> Result<SafetensorsStore> {
+/// Opens the weights of a checkpoint in transformers' order: `model.safetensors`, the sharded
+/// safetensors index, then `pytorch_model.bin` and its sharded index (read without executing
+/// the pickle, see [`torch`]).
+pub fn open_checkpoint_weights(checkpoint: &Checkpoint) -> Result<WeightStore> {
     if let Some(path) = checkpoint.get(SAFE_WEIGHTS_NAME)? {
-        return SafetensorsStore::open(&path);
+        return SafetensorsStore::open(&path).map(WeightStore::from);
     }
     if let Some(index) = checkpoint.get(SAFE_WEIGHTS_INDEX_NAME)? {
-        return SafetensorsStore::open_index(&index, |shard| checkpoint.require(shard));
+        return SafetensorsStore::open_index(&index, |shard| checkpoint.require(shard))
+            .map(WeightStore::from);
     }
-    for name in [WEIGHTS_NAME, WEIGHTS_INDEX_NAME] {
-        if let Some(path) = checkpoint.get(name)? {
-            return Err(Error::UnsupportedWeights {
-                path,
-                format: "PyTorch pickle (.bin)".into(),
-            });
-        }
+    if let Some(path) = checkpoint.get(WEIGHTS_NAME)? {
+        return TorchStore::open(&path).map(WeightStore::from);
+    }
+    if let Some(index) = checkpoint.get(WEIGHTS_INDEX_NAME)? {
+        return TorchStore::open_index(&index, |shard| checkpoint.require(shard))
+            .map(WeightStore::from);
     }
     Err(Error::NoWeights {
         name: checkpoint.name().to_string(),
     })
+}
+
+/// The tensors of a checkpoint, whichever format they came in.
+pub enum WeightStore {
+    /// `model.safetensors` (single or sharded), memory-mapped.
+    Safetensors(SafetensorsStore),
+    /// `pytorch_model.bin` (single or sharded), read without executing the pickle.
+    Torch(TorchStore),
+}
+
+impl From<SafetensorsStore> for WeightStore {
+    fn from(store: SafetensorsStore) -> Self {
+        WeightStore::Safetensors(store)
+    }
+}
+
+impl From<TorchStore> for WeightStore {
+    fn from(store: TorchStore) -> Self {
+        WeightStore::Torch(store)
+    }
+}
+
+impl WeightStore {
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            WeightStore::Safetensors(s) => Box::new(s.names()),
+            WeightStore::Torch(s) => Box::new(s.names()),
+        }
+    }
+
+    /// Whether the checkpoint holds `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            WeightStore::Safetensors(s) => s.contains(name),
+            WeightStore::Torch(s) => s.contains(name),
+        }
+    }
+
+    /// The stored dtype and shape of `name`.
+    pub fn info(&self, name: &str) -> Option<StoredTensor> {
+        match self {
+            WeightStore::Safetensors(s) => s.info(name),
+            WeightStore::Torch(s) => s.info(name),
+        }
+    }
+
+    /// The file `name` is stored in.
+    pub fn path_of(&self, name: &str) -> Option<&Path> {
+        match self {
+            WeightStore::Safetensors(s) => s.path_of(name),
+            WeightStore::Torch(s) => s.path_of(name),
+        }
+    }
+
+    /// The dtype of the first floating-point tensor (transformers' `dtype="auto"` fallback).
+    pub fn first_float_dtype(&self) -> Option<DType> {
+        match self {
+            WeightStore::Safetensors(s) => s.first_float_dtype(),
+            WeightStore::Torch(s) => s.first_float_dtype(),
+        }
+    }
+
+    /// Loads `name` as a tensor of `dtype` on `device`.
+    pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        match self {
+            WeightStore::Safetensors(s) => s.load(name, dtype, device),
+            WeightStore::Torch(s) => s.load(name, dtype, device),
+        }
+    }
 }
 
 /// Which dtype to load floating-point weights in.
@@ -76,7 +152,7 @@ impl std::str::FromStr for DTypeChoice {
 
 impl DTypeChoice {
     /// The concrete dtype, given the config's dtype string and the store.
-    pub fn resolve(self, config_dtype: Option<&str>, store: &SafetensorsStore) -> DType {
+    pub fn resolve(self, config_dtype: Option<&str>, store: &WeightStore) -> DType {
         match self {
             DTypeChoice::F32 => DType::F32,
             DTypeChoice::F16 => DType::F16,
@@ -135,7 +211,7 @@ fn ignored_unexpected(name: &str) -> bool {
 }
 
 struct LoadState {
-    store: SafetensorsStore,
+    store: WeightStore,
     dtype: DType,
     device: Device,
     prefix: &'static str,
@@ -162,14 +238,14 @@ impl VarBuilder {
     /// A builder over `store`, loading in `dtype` on `device`; `base_model_prefix` is the name of
     /// the base model inside head models (`bert`).
     pub fn new(
-        store: SafetensorsStore,
+        store: impl Into<WeightStore>,
         dtype: DType,
         device: Device,
         base_model_prefix: &'static str,
     ) -> Self {
         VarBuilder {
             state: Arc::new(LoadState {
-                store,
+                store: store.into(),
                 dtype,
                 device,
                 prefix: base_model_prefix,

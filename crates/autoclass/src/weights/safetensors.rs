@@ -28,11 +28,24 @@ impl MappedFile {
         // mapped; the header is fully validated below before any tensor bytes are touched.
         #[allow(unsafe_code)]
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        if mmap.starts_with(b"version https://git-lfs.github.com/spec") {
+            return Err(Error::InvalidWeights {
+                path: path.to_path_buf(),
+                reason: "this is a Git LFS pointer file, not the weights: fetch the real file (`git lfs pull`)".into(),
+            });
+        }
         let (header_len, metadata) =
             SafeTensors::read_metadata(&mmap).map_err(|e| Error::InvalidWeights {
                 path: path.to_path_buf(),
                 reason: describe(&e),
             })?;
+        // The safetensors crate keeps the last of two equal tensor names; refuse them instead.
+        if let Some(name) = mmap.get(8..8 + header_len).and_then(duplicate_key) {
+            return Err(Error::InvalidWeights {
+                path: path.to_path_buf(),
+                reason: format!("the header names tensor `{name}` more than once (duplicate key)"),
+            });
+        }
         Ok(MappedFile {
             path: path.to_path_buf(),
             mmap,
@@ -44,6 +57,40 @@ impl MappedFile {
     fn info(&self, name: &str) -> Option<&TensorInfo> {
         self.metadata.info(name)
     }
+}
+
+/// The first top-level key that appears twice in a JSON object, if any.
+fn duplicate_key(header: &[u8]) -> Option<String> {
+    struct Keys(Option<String>);
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> std::result::Result<Keys, A::Error> {
+                    let mut seen = std::collections::HashSet::new();
+                    let mut dup = None;
+                    while let Some(key) = map.next_key::<String>()? {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        if dup.is_none() && !seen.insert(key.clone()) {
+                            dup = Some(key);
+                        }
+                    }
+                    Ok(Keys(dup))
+                }
+            }
+            d.deserialize_map(Visitor)
+        }
+    }
+    serde_json::from_slice::<Keys>(header)
+        .ok()
+        .and_then(|k| k.0)
 }
 
 fn describe(e: &safetensors::SafeTensorError) -> String {
