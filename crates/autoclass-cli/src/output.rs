@@ -385,6 +385,15 @@ pub fn inspect(checkpoint: &Checkpoint, config: &Config) -> autoclass::Result<Va
     let tokenizer = Tokenizer::from_checkpoint(checkpoint)
         .map(|t| t.class_name().to_string())
         .ok();
+    let weights = autoclass::weights::find_weight_file(checkpoint)?.map(|(name, _)| {
+        let why = match name {
+            "model.safetensors" => "safetensors is transformers' first choice",
+            "model.safetensors.index.json" => "sharded safetensors (no single model.safetensors)",
+            "pytorch_model.bin" => "no safetensors file: PyTorch pickle, read without executing it",
+            _ => "sharded PyTorch pickles, read without executing them",
+        };
+        json!({"file": name, "why": why})
+    });
     Ok(json!({
         "name": checkpoint.name(),
         "dir": checkpoint.dir().map(|d| d.display().to_string()),
@@ -396,6 +405,7 @@ pub fn inspect(checkpoint: &Checkpoint, config: &Config) -> autoclass::Result<Va
         "id2label": config.id2label,
         "dtype": config.dtype,
         "tokenizer_class": tokenizer,
+        "weights": weights,
         "tasks": tasks,
     }))
 }
@@ -428,6 +438,14 @@ pub fn human_inspect(info: &Value) -> String {
         "tokenizer:     {}\n",
         info["tokenizer_class"].as_str().unwrap_or("none")
     );
+    out += &match info["weights"].as_object() {
+        Some(w) => format!(
+            "weights:       {} ({})\n",
+            w.get("file").and_then(Value::as_str).unwrap_or("?"),
+            w.get("why").and_then(Value::as_str).unwrap_or("")
+        ),
+        None => "weights:       none\n".to_string(),
+    };
     out += "tasks:\n";
     for t in info["tasks"].as_array().unwrap_or(&empty) {
         out += &format!(

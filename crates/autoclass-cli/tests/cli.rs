@@ -415,3 +415,76 @@ fn unsupported_task_and_bad_flags() {
         "is not a local folder and is not a valid model identifier",
     );
 }
+
+/// A checkpoint with only `pytorch_model.bin`: `inspect` says which file it picked and why, and
+/// `run` gives transformers' logits (the safe pickle reader never executes the file).
+#[test]
+fn pytorch_bin_checkpoint() {
+    let dir = fixture("weights/torch/legacy");
+    let out = autoclass(&["inspect", s(&dir), "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["weights"]["file"], "pytorch_model.bin");
+    let save = std::env::temp_dir().join(format!(
+        "autoclass-cli-bin-{}.safetensors",
+        std::process::id()
+    ));
+    let case: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("bert_sequence_classification").join("case.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut args = vec![
+        "run",
+        s(&dir),
+        "--task",
+        "sequence-classification",
+        "--save",
+        s(&save),
+    ];
+    let texts: Vec<String> = case["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    let pairs: Vec<String> = case["text_pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    for t in &texts {
+        args.extend(["--text", t]);
+    }
+    for p in &pairs {
+        args.extend(["--text-pair", p]);
+    }
+    let out = autoclass(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved = autoclass::candle_core::safetensors::load(&save, &Device::Cpu).unwrap();
+    let expected = autoclass::candle_core::safetensors::load(
+        fixture("bert_sequence_classification").join("expected.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let a = saved["logits"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let e = expected["logits"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(
+        a.iter().zip(&e).all(|(x, y)| (x - y).abs() < 1e-4),
+        "{a:?} vs {e:?}"
+    );
+    let _ = std::fs::remove_file(save);
+}

@@ -32,23 +32,39 @@ pub const WEIGHTS_INDEX_NAME: &str = "pytorch_model.bin.index.json";
 /// safetensors index, then `pytorch_model.bin` and its sharded index (read without executing
 /// the pickle, see [`torch`]).
 pub fn open_checkpoint_weights(checkpoint: &Checkpoint) -> Result<WeightStore> {
-    if let Some(path) = checkpoint.get(SAFE_WEIGHTS_NAME)? {
-        return SafetensorsStore::open(&path).map(WeightStore::from);
-    }
-    if let Some(index) = checkpoint.get(SAFE_WEIGHTS_INDEX_NAME)? {
-        return SafetensorsStore::open_index(&index, |shard| checkpoint.require(shard))
-            .map(WeightStore::from);
-    }
-    if let Some(path) = checkpoint.get(WEIGHTS_NAME)? {
-        return TorchStore::open(&path).map(WeightStore::from);
-    }
-    if let Some(index) = checkpoint.get(WEIGHTS_INDEX_NAME)? {
-        return TorchStore::open_index(&index, |shard| checkpoint.require(shard))
-            .map(WeightStore::from);
-    }
-    Err(Error::NoWeights {
+    let (file, path) = find_weight_file(checkpoint)?.ok_or_else(|| Error::NoWeights {
         name: checkpoint.name().to_string(),
-    })
+    })?;
+    match file {
+        SAFE_WEIGHTS_NAME => SafetensorsStore::open(&path).map(WeightStore::from),
+        SAFE_WEIGHTS_INDEX_NAME => {
+            SafetensorsStore::open_index(&path, |shard| checkpoint.require(shard))
+                .map(WeightStore::from)
+        }
+        WEIGHTS_NAME => TorchStore::open(&path).map(WeightStore::from),
+        _ => {
+            TorchStore::open_index(&path, |shard| checkpoint.require(shard)).map(WeightStore::from)
+        }
+    }
+}
+
+/// The weight file transformers would pick, in its order (`model.safetensors`,
+/// `model.safetensors.index.json`, `pytorch_model.bin`, `pytorch_model.bin.index.json`): the
+/// name and its path, or `None` when the checkpoint has none.
+pub fn find_weight_file(
+    checkpoint: &Checkpoint,
+) -> Result<Option<(&'static str, std::path::PathBuf)>> {
+    for name in [
+        SAFE_WEIGHTS_NAME,
+        SAFE_WEIGHTS_INDEX_NAME,
+        WEIGHTS_NAME,
+        WEIGHTS_INDEX_NAME,
+    ] {
+        if let Some(path) = checkpoint.get(name)? {
+            return Ok(Some((name, path)));
+        }
+    }
+    Ok(None)
 }
 
 /// The tensors of a checkpoint, whichever format they came in.
