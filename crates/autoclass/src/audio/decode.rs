@@ -230,7 +230,7 @@ fn decode_tracks(format: &mut dyn FormatReader, path: &Path) -> Result<Audio> {
                 ),
             ));
         }
-        let decoded = channels[0].len();
+        let decoded = channels.first().map_or(0, Vec::len);
         if decoded + buffer.frames() > MAX_FRAMES {
             return Err(invalid(
                 path,
@@ -252,7 +252,7 @@ fn decode_tracks(format: &mut dyn FormatReader, path: &Path) -> Result<Audio> {
         let count = track_channel_count(format, track_id).unwrap_or(1);
         channels = vec![Vec::new(); count];
     }
-    let frames = channels[0].len();
+    let frames = channels.first().map_or(0, Vec::len);
     if exact {
         if let Some(declared) = declared_frames {
             if declared > frames as u64 {

@@ -791,7 +791,7 @@ impl FeatureExtractor {
                 .map(|(row, length)| zero_mean_unit_var(row, length, padding_value))
                 .collect();
         }
-        let t = rows[0].len();
+        let t = rows.first().map_or(0, Vec::len);
         if rows.iter().any(|r| r.len() != t) {
             return Err(Self::ragged_error("input_values", &rows));
         }
@@ -836,7 +836,7 @@ impl FeatureExtractor {
             return_attention_mask: pad_mask.unwrap_or(s.return_attention_mask),
         };
         let Padded { mut rows, masks } = self.pad(audio, &args)?;
-        let t = rows[0].len();
+        let t = rows.first().map_or(0, Vec::len);
         if rows.iter().any(|r| r.len() != t) {
             return Err(Self::ragged_error("input_features", &rows));
         }
@@ -906,7 +906,7 @@ impl FeatureExtractor {
                 // transformers leaves the per-sample mask when only do_normalize asked for it.
                 masks
             };
-            let width = masks[0].len();
+            let width = masks.first().map_or(0, Vec::len);
             batch.insert(
                 "attention_mask",
                 Tensor::from_vec(masks.concat(), (b, width), &Device::Cpu)?,

@@ -1234,7 +1234,10 @@ impl ImageProcessor {
                 .map(|p| p.pad(ph, pw))
                 .collect::<Result<_>>()?;
         }
-        let shape = processed[0].shape();
+        let first = processed
+            .first()
+            .ok_or_else(|| Error::input("no images to preprocess"))?;
+        let shape = first.shape();
         if let Some((i, p)) = processed
             .iter()
             .enumerate()
@@ -1248,7 +1251,7 @@ impl ImageProcessor {
             )));
         }
         let dims = (processed.len(), shape[0], shape[1], shape[2]);
-        let tensor = if matches!(processed[0], Processed::U8 { .. }) {
+        let tensor = if matches!(first, Processed::U8 { .. }) {
             let mut all = Vec::with_capacity(dims.0 * shape.iter().product::<usize>());
             for p in processed {
                 if let Processed::U8 { data, .. } = p {

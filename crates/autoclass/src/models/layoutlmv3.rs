@@ -674,7 +674,11 @@ impl RelativeBias {
         let coord = |k: usize| -> Vec<Vec<i64>> {
             boxes
                 .iter()
-                .map(|row| row.chunks(4).map(|c| c[k]).collect())
+                .map(|row| {
+                    row.chunks(4)
+                        .map(|c| c.get(k).copied().unwrap_or(0))
+                        .collect()
+                })
                 .collect()
         };
         let x = gather_bias(wx, bucket_matrix(&coord(0), *bins2, *max2), b, t)?;
