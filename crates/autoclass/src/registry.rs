@@ -181,6 +181,55 @@ pub fn architecture(model_type: &str) -> Result<&'static dyn Architecture> {
         })
 }
 
+/// Which preprocessor class a checkpoint's config.json implies, for preprocessor tables keyed by
+/// class name: config.json's own `type_key` (e.g. `image_processor_type`), else the class the
+/// registry maps its `model_type` to. On a miss, the error lists the model types that have one.
+pub(crate) fn preprocessor_class_from_config(
+    checkpoint: &crate::hub::Checkpoint,
+    type_key: &str,
+    kind: &str,
+    mapping: fn(&dyn Architecture) -> Option<&'static str>,
+    dict_path: &std::path::Path,
+) -> Result<String> {
+    let mut model_type = None;
+    if let Some(config_path) = checkpoint.get("config.json")? {
+        let config = crate::config::read_json_object(&config_path)?;
+        if let Some(name) = config.get(type_key).and_then(Value::as_str) {
+            return Ok(name.to_string());
+        }
+        model_type = config
+            .get("model_type")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(class) = model_type
+            .as_deref()
+            .and_then(|t| architecture(t).ok())
+            .and_then(mapping)
+        {
+            return Ok(class.to_string());
+        }
+    }
+    let supported: Vec<&str> = ARCHITECTURES
+        .iter()
+        .filter(|a| mapping(**a).is_some())
+        .map(|a| a.model_type())
+        .collect();
+    Err(Error::InvalidConfig {
+        path: Some(dict_path.to_path_buf()),
+        field: type_key.into(),
+        reason: format!(
+            "Unrecognized {kind} in {}. Should have a `{type_key}` key in its \
+             preprocessor_config.json of config.json, or one of the following `model_type` keys \
+             in its config.json: {}{}",
+            checkpoint.name(),
+            supported.join(", "),
+            model_type
+                .map(|t| format!(" (found model_type `{t}`)"))
+                .unwrap_or_default()
+        ),
+    })
+}
+
 /// The error for an architecture that lacks `task`.
 pub fn unsupported_task(arch: &dyn Architecture, task: Task) -> Error {
     Error::UnsupportedTask {

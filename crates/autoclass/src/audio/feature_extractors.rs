@@ -405,43 +405,13 @@ fn resolve_class_name(
                 .into(),
         });
     }
-    let mut model_type = None;
-    if let Some(config_path) = checkpoint.get("config.json")? {
-        let config = read_json_object(&config_path)?;
-        if let Some(name) = config.get("feature_extractor_type").and_then(Value::as_str) {
-            return Ok(name.to_string());
-        }
-        model_type = config
-            .get("model_type")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if let Some(class) = model_type
-            .as_deref()
-            .and_then(|t| crate::registry::architecture(t).ok())
-            .and_then(|a| a.feature_extractor_class())
-        {
-            return Ok(class.to_string());
-        }
-    }
-    let supported: Vec<&str> = crate::registry::ARCHITECTURES
-        .iter()
-        .filter(|a| a.feature_extractor_class().is_some())
-        .map(|a| a.model_type())
-        .collect();
-    Err(Error::InvalidConfig {
-        path: Some(dict_path.to_path_buf()),
-        field: "feature_extractor_type".into(),
-        reason: format!(
-            "Unrecognized feature extractor in {}. Should have a `feature_extractor_type` key in \
-             its preprocessor_config.json of config.json, or one of the following `model_type` \
-             keys in its config.json: {}{}",
-            checkpoint.name(),
-            supported.join(", "),
-            model_type
-                .map(|t| format!(" (found model_type `{t}`)"))
-                .unwrap_or_default()
-        ),
-    })
+    crate::registry::preprocessor_class_from_config(
+        checkpoint,
+        "feature_extractor_type",
+        "feature extractor",
+        |a| a.feature_extractor_class(),
+        dict_path,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

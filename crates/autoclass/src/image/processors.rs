@@ -1054,43 +1054,13 @@ fn resolve_class_name(
     if let Some(name) = dict.get("feature_extractor_type").and_then(Value::as_str) {
         return Ok(name.replace("FeatureExtractor", "ImageProcessor"));
     }
-    let mut model_type = None;
-    if let Some(config_path) = checkpoint.get("config.json")? {
-        let config = read_json_object(&config_path)?;
-        if let Some(name) = config.get("image_processor_type").and_then(Value::as_str) {
-            return Ok(name.to_string());
-        }
-        model_type = config
-            .get("model_type")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if let Some(class) = model_type
-            .as_deref()
-            .and_then(|t| crate::registry::architecture(t).ok())
-            .and_then(|a| a.image_processor_class())
-        {
-            return Ok(class.to_string());
-        }
-    }
-    let supported: Vec<&str> = crate::registry::ARCHITECTURES
-        .iter()
-        .filter(|a| a.image_processor_class().is_some())
-        .map(|a| a.model_type())
-        .collect();
-    Err(Error::InvalidConfig {
-        path: Some(dict_path.to_path_buf()),
-        field: "image_processor_type".into(),
-        reason: format!(
-            "Unrecognized image processor in {}. Should have a `image_processor_type` key in its \
-             preprocessor_config.json of config.json, or one of the following `model_type` keys \
-             in its config.json: {}{}",
-            checkpoint.name(),
-            supported.join(", "),
-            model_type
-                .map(|t| format!(" (found model_type `{t}`)"))
-                .unwrap_or_default()
-        ),
-    })
+    crate::registry::preprocessor_class_from_config(
+        checkpoint,
+        "image_processor_type",
+        "image processor",
+        |a| a.image_processor_class(),
+        dict_path,
+    )
 }
 
 impl ImageProcessor {
