@@ -4,6 +4,7 @@
 //! a non-zero exit status. The command names and flags are a contract used by outside scripts:
 //! extend them, never rename them.
 
+mod bench;
 mod document;
 mod output;
 
@@ -40,6 +41,9 @@ enum Command {
     /// Run only the preprocessor (feature extractor for --audio, image processor for --image,
     /// tokenizer for --text) and print or save what it makes.
     Preprocess(PreprocessArgs),
+    /// Time the forward pass and the whole pipeline on synthetic inputs of a given shape
+    /// (a benchmark harness; see benches/README.md).
+    Bench(bench::BenchArgs),
 }
 
 /// Where the checkpoint comes from.
@@ -281,6 +285,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Inspect(args) => inspect(args),
         Command::Preprocess(args) => preprocess(args),
+        Command::Bench(args) => bench::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
