@@ -1015,8 +1015,13 @@ fn build_byte_level_bpe(
                   "byte_fallback": false, "ignore_merges": false,
                   "vocab": vocab, "merges": merges},
     });
-    serde_json::from_value::<tokenizers::Tokenizer>(doc).map_err(|e| Error::Tokenizer {
-        path: Some(source),
-        reason: e.to_string(),
-    })
+    // Guarded: tokenizers' deserializers can panic on malformed values (found by fuzzing).
+    super::guarded(|| serde_json::from_value::<tokenizers::Tokenizer>(doc).map_err(Into::into))
+        .map_err(|e| Error::Tokenizer {
+            path: Some(source),
+            reason: match e {
+                Error::Tokenizer { reason, .. } => reason,
+                other => other.to_string(),
+            },
+        })
 }

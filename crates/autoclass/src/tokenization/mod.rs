@@ -314,12 +314,17 @@ impl Tokenizer {
                     revision: checkpoint.revision().to_string(),
                 })?;
                 let text = crate::util::read_text(&path)?;
-                let inner =
-                    text.parse::<tokenizers::Tokenizer>()
-                        .map_err(|e| Error::Tokenizer {
-                            path: Some(path.clone()),
-                            reason: e.to_string(),
-                        })?;
+                // Guarded: tokenizers' `Decoder` deserializer panics (`expect("Helper")`) on
+                // some malformed `decoder` values instead of returning an error (found by fuzzing).
+                let inner = guarded(|| text.parse::<tokenizers::Tokenizer>()).map_err(|e| {
+                    Error::Tokenizer {
+                        path: Some(path.clone()),
+                        reason: match e {
+                            Error::Tokenizer { reason, .. } => reason,
+                            other => other.to_string(),
+                        },
+                    }
+                })?;
                 let name = class_name.unwrap_or_else(|| "TokenizersBackend".to_string());
                 (
                     inner,
@@ -477,7 +482,9 @@ impl Tokenizer {
                 }
                 None => (first, second),
             };
-            let encoding = match processor {
+            // Guarded: a TemplateProcessing naming a special token it does not define panics
+            // in tokenizers (found by fuzzing).
+            let encoding = guarded(|| match processor {
                 Some(p) => p.process(first, second, options.add_special_tokens),
                 None => <dyn PostProcessor>::default_process(
                     std::iter::once(first).chain(second).collect(),
@@ -491,10 +498,6 @@ impl Tokenizer {
                     }
                     out
                 }),
-            }
-            .map_err(|e| Error::Tokenizer {
-                path: None,
-                reason: e.to_string(),
             })?;
             encodings.push(encoding);
         }
@@ -732,4 +735,59 @@ fn class_from_model_config(checkpoint: &Checkpoint) -> Result<Option<String>> {
         .and_then(|t| crate::registry::architecture(t).ok())
         .and_then(|a| a.tokenizer_class())
         .map(str::to_string))
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    /// fuzz/corpus/tokenizer_json/crash-f48d25...: a malformed `decoder` value made tokenizers'
+    /// deserializer panic (`expect("Helper")`) through `AutoTokenizer::from_pretrained`.
+    #[test]
+    fn malformed_decoder_is_an_error_not_a_panic() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!(
+            "autoclass-malformed-decoder-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        for decoder in [r#"{"type": "WordPiece", "cleanup": t#ue}"#, "5"] {
+            let json = format!(r#"{{"version": "1.0", "decoder": {decoder}, "model": {{}}}}"#);
+            let file = dir.join("tokenizer.json");
+            std::fs::write(&file, json).map_err(|e| Error::io(&file, e))?;
+            let result = AutoTokenizer::from_pretrained(&dir.to_string_lossy());
+            assert!(matches!(result, Err(Error::Tokenizer { .. })), "{result:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    /// fuzz/corpus/tokenizer_json/crash-f86b3a...: a TemplateProcessing whose template names a
+    /// special token missing from its `special_tokens` made tokenizers panic in `encode`.
+    #[test]
+    fn template_with_undefined_special_token_is_an_error_not_a_panic() -> Result<()> {
+        let fixture =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert_base");
+        let src = fixture.join("tokenizer.json");
+        let text = std::fs::read_to_string(&src).map_err(|e| Error::io(&src, e))?;
+        let mut doc: Value =
+            serde_json::from_str(&text).map_err(|e| Error::input(e.to_string()))?;
+        if let Some(tokens) = doc
+            .pointer_mut("/post_processor/special_tokens")
+            .and_then(Value::as_object_mut)
+        {
+            tokens.remove("[SEP]");
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "autoclass-undefined-special-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let file = dir.join("tokenizer.json");
+        std::fs::write(&file, doc.to_string()).map_err(|e| Error::io(&file, e))?;
+        let tokenizer = AutoTokenizer::from_pretrained(&dir.to_string_lossy())?;
+        let result = tokenizer.encode("hello world", &EncodeOptions::default());
+        assert!(matches!(result, Err(Error::Tokenizer { .. })), "{result:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
 }

@@ -188,8 +188,14 @@ pub(super) fn build(
         },
     });
     let _ = pad;
-    serde_json::from_value::<tokenizers::Tokenizer>(doc).map_err(|e| Error::Tokenizer {
-        path: tokenizer_json.or(vocab_txt).map(Path::to_path_buf),
-        reason: e.to_string(),
-    })
+    // Guarded: parts of the document come from the user's files, and tokenizers' deserializers
+    // can panic on malformed values (found by fuzzing).
+    super::guarded(|| serde_json::from_value::<tokenizers::Tokenizer>(doc).map_err(Into::into))
+        .map_err(|e| Error::Tokenizer {
+            path: tokenizer_json.or(vocab_txt).map(Path::to_path_buf),
+            reason: match e {
+                Error::Tokenizer { reason, .. } => reason,
+                other => other.to_string(),
+            },
+        })
 }
