@@ -2,57 +2,13 @@
 //! and a non-zero exit, never a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::*;
+
+use std::path::PathBuf;
 
 use autoclass::candle_core::{DType, Device};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("..")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    repo().join("crates/autoclass/tests/fixtures").join(name)
-}
-
-fn autoclass(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autoclass"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env(
-            "HF_HUB_CACHE",
-            std::env::temp_dir().join("autoclass-cli-empty-cache"),
-        )
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Runs a command that must fail: non-zero exit, an `error:` line naming `needle`, no panic.
-fn fails_with(args: &[&str], needle: &str) -> String {
-    let out = autoclass(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "{args:?} succeeded: {}",
-        stdout(&out)
-    );
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .unwrap_or_else(|| panic!("no error line: {err}"));
-    assert!(
-        line.contains(needle),
-        "{args:?}: expected {needle:?} in {line}"
-    );
-    line.to_string()
-}
 
 /// A scratch copy of a fixture folder.
 fn scratch(from: &str, tag: &str) -> PathBuf {
@@ -64,10 +20,6 @@ fn scratch(from: &str, tag: &str) -> PathBuf {
         std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
     }
     dir
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

@@ -2,64 +2,18 @@
 //! and bad audio as one clear error line, never a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use autoclass::candle_core::{DType, Device, Tensor};
+use common::*;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("..")
-}
+use std::path::PathBuf;
+
+use autoclass::candle_core::{DType, Device};
 
 fn audio(rel: &str) -> PathBuf {
     repo()
         .join("crates/autoclass/tests/fixtures/audio")
         .join(rel)
-}
-
-fn autoclass(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autoclass"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn fails_with(args: &[&str], needle: &str) {
-    let out = autoclass(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .unwrap_or_else(|| panic!("no error line: {err}"));
-    assert!(
-        line.contains(needle),
-        "{args:?}: expected {needle:?} in {line}"
-    );
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F32).unwrap();
-    let b = b.to_dtype(DType::F32).unwrap();
-    a.sub(&b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// The seed's feature extractor through `preprocess`: `input_values` and `attention_mask` equal transformers'.

@@ -2,49 +2,18 @@
 //! LayoutLMv2/v3 processors (tesseract OCR), and `run --task token-classification --image DOC`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use autoclass::candle_core::{DType, Device, Tensor};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("..")
-}
 
 fn mm(rel: &str) -> PathBuf {
     repo()
         .join("crates/autoclass/tests/fixtures/multimodal")
         .join(rel)
-}
-
-fn autoclass_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_autoclass"));
-    cmd.args(args).env("HF_HUB_OFFLINE", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn autoclass(args: &[&str]) -> Output {
-    autoclass_env(args, &[])
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn fails_with(out: Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "succeeded");
-    assert!(!err.contains("panicked"), "panicked: {err}");
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .unwrap_or_else(|| panic!("no error line: {err}"));
-    assert!(line.contains(needle), "expected {needle:?} in {line}");
 }
 
 fn ints(t: &Tensor) -> Vec<i64> {
@@ -226,13 +195,13 @@ fn document_errors() {
         ],
         &[("TESSERACT_CMD", "/nonexistent/tesseract")],
     );
-    fails_with(out, "is not installed or it's not in your PATH");
+    check_fails(out, "is not installed or it's not in your PATH");
     // Words given while apply_ocr=True.
     let w = words_file(
         &dir,
         serde_json::json!({"words": ["a"], "boxes": [[1, 2, 3, 4]]}),
     );
-    fails_with(
+    check_fails(
         autoclass(&["run", s(&dir), "--task", "token-classification", "--image", s(&image), "--words-file", s(&w)]),
         "You cannot provide bounding boxes if you initialized the image processor with apply_ocr set to True.",
     );
@@ -242,7 +211,7 @@ fn document_errors() {
         &dir,
         serde_json::json!({"words": ["a", "b"], "boxes": [[1, 2, 3, 4]]}),
     );
-    fails_with(
+    check_fails(
         autoclass(&[
             "preprocess",
             s(&dir),
@@ -258,7 +227,7 @@ fn document_errors() {
         &dir,
         serde_json::json!({"words": ["a"], "boxes": [[1, 2, 3, 1400]]}),
     );
-    fails_with(
+    check_fails(
         autoclass(&[
             "preprocess",
             s(&dir),

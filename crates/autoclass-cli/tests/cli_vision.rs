@@ -2,48 +2,18 @@
 //! and bad images / bad stage selections as one clear error line, never a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::*;
+
+use std::path::PathBuf;
 
 use autoclass::candle_core::Device;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("..")
-}
 
 fn vision(rel: &str) -> PathBuf {
     repo()
         .join("crates/autoclass/tests/fixtures/vision")
         .join(rel)
-}
-
-fn autoclass(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autoclass"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn fails_with(args: &[&str], needle: &str) {
-    let out = autoclass(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .unwrap_or_else(|| panic!("no error line: {err}"));
-    assert!(
-        line.contains(needle),
-        "{args:?}: expected {needle:?} in {line}"
-    );
 }
 
 /// swin-tiny's committed config files plus its synthetic weights, in a scratch folder.
@@ -60,20 +30,6 @@ fn swin_tiny(tag: &str) -> PathBuf {
     )
     .unwrap();
     dir
-}
-
-fn max_diff(a: &autoclass::candle_core::Tensor, b: &autoclass::candle_core::Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    a.sub(b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// The seed's call: `--task backbone --out-indices 1` saves `feature_maps.0` of shape
