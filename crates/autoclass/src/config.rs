@@ -384,3 +384,47 @@ impl AutoConfig {
         Config::from_checkpoint(&checkpoint, overrides)
     }
 }
+
+/// Reads typed fields of a preprocessor config (preprocessor_config.json), with errors naming
+/// the file and the field. Image processors and feature extractors add their own field kinds in
+/// their modules.
+pub(crate) struct FieldParser<'a> {
+    /// The file being read, for error messages.
+    pub(crate) path: Option<&'a Path>,
+}
+
+impl FieldParser<'_> {
+    /// An [`Error::InvalidConfig`] for `field`.
+    pub(crate) fn err(&self, field: &str, reason: impl Into<String>) -> Error {
+        Error::InvalidConfig {
+            path: self.path.map(Path::to_path_buf),
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A JSON boolean; `null` is Python's `None` (falsy), 0/1 are accepted.
+    pub(crate) fn flag(&self, field: &str, v: &Value) -> Result<bool> {
+        match v {
+            Value::Bool(b) => Ok(*b),
+            Value::Null => Ok(false),
+            Value::Number(n) if n.as_f64() == Some(0.0) || n.as_f64() == Some(1.0) => {
+                Ok(n.as_f64() == Some(1.0))
+            }
+            other => Err(self.err(field, format!("must be true or false, found {other}"))),
+        }
+    }
+
+    /// A finite JSON number; `null` is `None`.
+    pub(crate) fn number(&self, field: &str, v: &Value) -> Result<Option<f64>> {
+        match v {
+            Value::Null => Ok(None),
+            Value::Number(n) => n
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .map(Some)
+                .ok_or_else(|| self.err(field, "must be a finite number")),
+            other => Err(self.err(field, format!("must be a number, found {other}"))),
+        }
+    }
+}

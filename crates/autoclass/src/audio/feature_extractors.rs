@@ -193,31 +193,9 @@ fn class_spec(name: &str, path: Option<&Path>) -> Result<&'static ClassSpec> {
 /// Largest `n_fft`, `hop_length` and `feature_size` accepted.
 const MAX_SIZE: u64 = 1 << 16;
 
-struct Parser<'a> {
-    path: Option<&'a Path>,
-}
+use crate::config::FieldParser as Parser;
 
 impl Parser<'_> {
-    fn err(&self, field: &str, reason: impl Into<String>) -> Error {
-        Error::InvalidConfig {
-            path: self.path.map(Path::to_path_buf),
-            field: field.to_string(),
-            reason: reason.into(),
-        }
-    }
-
-    /// A JSON boolean; `null` is Python's `None` (falsy), 0/1 are accepted.
-    fn flag(&self, field: &str, v: &Value) -> Result<bool> {
-        match v {
-            Value::Bool(b) => Ok(*b),
-            Value::Null => Ok(false),
-            Value::Number(n) if n.as_f64() == Some(0.0) || n.as_f64() == Some(1.0) => {
-                Ok(n.as_f64() == Some(1.0))
-            }
-            other => Err(self.err(field, format!("must be true or false, found {other}"))),
-        }
-    }
-
     /// A positive integer of at most `max` (integral floats such as `16000.0` accepted).
     fn positive(&self, field: &str, v: &Value, max: u64) -> Result<u64> {
         let n = match v {
@@ -234,18 +212,6 @@ impl Parser<'_> {
                 field,
                 format!("must be a positive integer of at most {max}, found {v}"),
             )),
-        }
-    }
-
-    fn number(&self, field: &str, v: &Value) -> Result<Option<f64>> {
-        match v {
-            Value::Null => Ok(None),
-            Value::Number(n) => n
-                .as_f64()
-                .filter(|x| x.is_finite())
-                .map(Some)
-                .ok_or_else(|| self.err(field, "must be a finite number")),
-            other => Err(self.err(field, format!("must be a number, found {other}"))),
         }
     }
 }

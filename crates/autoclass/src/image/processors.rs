@@ -367,49 +367,15 @@ fn class_spec(name: &str, path: Option<&Path>) -> Result<&'static ClassSpec> {
 const VALID_SIZE_KEYS: &str = "must have one of the following set of keys: {height, width}, \
      {shortest_edge}, {shortest_edge, longest_edge}, {longest_edge}, {max_height, max_width}";
 
-struct Parser<'a> {
-    path: Option<&'a Path>,
-}
+use crate::config::FieldParser as Parser;
 
 impl Parser<'_> {
-    fn err(&self, field: &str, reason: impl Into<String>) -> Error {
-        Error::InvalidConfig {
-            path: self.path.map(Path::to_path_buf),
-            field: field.to_string(),
-            reason: reason.into(),
-        }
-    }
-
-    /// A JSON boolean; `null` is Python's `None` (falsy).
-    fn flag(&self, field: &str, v: &Value) -> Result<bool> {
-        match v {
-            Value::Bool(b) => Ok(*b),
-            Value::Null => Ok(false),
-            Value::Number(n) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => {
-                Ok(n.as_i64() == Some(1))
-            }
-            other => Err(self.err(field, format!("must be true or false, found {other}"))),
-        }
-    }
-
     /// A JSON string; `null` is `None`.
     fn string(&self, field: &str, v: &Value) -> Result<Option<String>> {
         match v {
             Value::Null => Ok(None),
             Value::String(s) => Ok(Some(s.clone())),
             other => Err(self.err(field, format!("must be a string, found {other}"))),
-        }
-    }
-
-    fn number(&self, field: &str, v: &Value) -> Result<Option<f64>> {
-        match v {
-            Value::Null => Ok(None),
-            Value::Number(n) => n
-                .as_f64()
-                .filter(|x| x.is_finite())
-                .map(Some)
-                .ok_or_else(|| self.err(field, "must be a finite number")),
-            other => Err(self.err(field, format!("must be a number, found {other}"))),
         }
     }
 
