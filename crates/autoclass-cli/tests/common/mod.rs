@@ -81,3 +81,21 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// `--text T ... --text-pair P ...` for the texts and pairs of a fixture's case.json.
+pub fn text_flags(case: &serde_json::Value) -> Vec<String> {
+    let list = |key: &str| -> Vec<String> {
+        case[key]
+            .as_array()
+            .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let mut flags = Vec::new();
+    for t in list("texts") {
+        flags.extend(["--text".to_string(), t]);
+    }
+    for p in list("text_pairs") {
+        flags.extend(["--text-pair".to_string(), p]);
+    }
+    flags
+}
