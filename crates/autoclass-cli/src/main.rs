@@ -394,6 +394,7 @@ fn run(args: RunArgs) -> autoclass::Result<()> {
     let forward = ForwardOptions {
         output_hidden_states: args.output_hidden_states,
         output_attentions: args.output_attentions,
+        ..Default::default()
     };
     let outputs = model.forward_with(&batch, &forward)?;
     if let Some(path) = &args.save {

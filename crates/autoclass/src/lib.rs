@@ -23,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod image;
+pub mod kernels;
 pub mod models;
 pub mod nn;
 pub mod processing;

@@ -85,6 +85,7 @@ fn run_case(name: &str) -> f32 {
     let options = ForwardOptions {
         output_hidden_states: case["output_hidden_states"].as_bool().unwrap_or(false),
         output_attentions: false,
+        ..Default::default()
     };
     let loaded = Model::from_pretrained(ckpt, task, &LoadOptions::default());
 
@@ -436,6 +437,7 @@ fn attentions_respect_the_frame_mask() {
             &ForwardOptions {
                 output_hidden_states: false,
                 output_attentions: true,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -68,6 +68,7 @@ fn run_case(name: &str) {
     let options = ForwardOptions {
         output_hidden_states: case["output_hidden_states"].as_bool().unwrap(),
         output_attentions: case["output_attentions"].as_bool().unwrap(),
+        ..Default::default()
     };
     let outputs = model.forward_with(&batch, &options).unwrap();
     let ours: std::collections::HashMap<String, _> = outputs.named_tensors().into_iter().collect();

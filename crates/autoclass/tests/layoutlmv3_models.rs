@@ -79,6 +79,7 @@ fn run_case(name: &str) -> f32 {
             || compare.iter().any(|k| k.starts_with("hidden_states.")),
         output_attentions: case["output_attentions"].as_bool().unwrap_or(false)
             || compare.iter().any(|k| k.starts_with("attentions.")),
+        ..Default::default()
     };
     let loaded = Model::from_pretrained(ckpt.to_str().unwrap(), task, &LoadOptions::default());
 

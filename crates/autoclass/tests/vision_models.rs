@@ -75,6 +75,7 @@ fn run_case(name: &str) -> f32 {
     let options = ForwardOptions {
         output_hidden_states: case["output_hidden_states"].as_bool().unwrap_or(false),
         output_attentions: false,
+        ..Default::default()
     };
     let loaded = Model::from_pretrained(ckpt, task, &load_options(&case));
 

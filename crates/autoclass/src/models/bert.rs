@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use crate::config::{parse_typed, Config, ModelConfig};
 use crate::error::{Error, Result};
 use crate::models::{
-    check_input_ids, encoder_mask, run_encoder, split_qa_logits, Batch, ForwardOptions,
-    ModelOutput, TaskModel,
+    check_input_ids, encoder_mask, run_encoder, run_encoder_padding_free, split_qa_logits, Batch,
+    ForwardOptions, ModelOutput, TaskModel,
 };
 use crate::nn::{check_heads, Activation, Embedding, LayerNorm, Linear, MultiHeadAttention};
 use crate::registry::{unsupported_task, Architecture, Task};
@@ -227,11 +227,11 @@ impl BertLayer {
         let (ctx, probs) = self.attention.forward(h, mask, want_probs)?;
         let h = self
             .attention_norm
-            .forward(&(self.attention_output.forward(&ctx)? + h)?)?;
-        let f = self.act.forward(&self.intermediate.forward(&h)?)?;
+            .forward_residual(&self.attention_output.forward(&ctx)?, h)?;
+        let f = self.intermediate.forward_act(&h, Some(self.act))?;
         let h = self
             .output_norm
-            .forward(&(self.output.forward(&f)? + &h)?)?;
+            .forward_residual(&self.output.forward(&f)?, &h)?;
         Ok((h, probs))
     }
 }
@@ -282,7 +282,16 @@ impl BertModel {
             .embeddings
             .forward(input_ids, batch.get("token_type_ids"))?;
         let mask = encoder_mask(batch, input_ids, h.dtype())?;
-        let enc = run_encoder(&self.layers, h, mask.as_ref(), options, BertLayer::forward)?;
+        let packed = match (options.padding_free, batch.get("attention_mask")) {
+            (true, Some(am)) => {
+                run_encoder_padding_free(&self.layers, &h, am, options, BertLayer::forward)?
+            }
+            _ => None,
+        };
+        let enc = match packed {
+            Some(enc) => enc,
+            None => run_encoder(&self.layers, h, mask.as_ref(), options, BertLayer::forward)?,
+        };
         let h = enc.last_hidden_state;
         let pooler_output = match &self.pooler {
             Some(dense) => {

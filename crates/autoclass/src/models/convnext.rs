@@ -254,7 +254,7 @@ impl ConvNextLayer {
         let x = self.layernorm.forward(&x)?;
         let x = self
             .pwconv2
-            .forward(&self.act.forward(&self.pwconv1.forward(&x)?)?)?;
+            .forward(&self.pwconv1.forward_act(&x, Some(self.act))?)?;
         let x = match &self.layer_scale_parameter {
             Some(gamma) => x.broadcast_mul(gamma)?,
             None => x,
@@ -368,6 +368,7 @@ impl ConvNextBody {
         let options = ForwardOptions {
             output_hidden_states,
             output_attentions: false,
+            ..Default::default()
         };
         let enc = run_encoder(
             &self.stages,

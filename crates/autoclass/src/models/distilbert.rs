@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use crate::config::{parse_typed, Config, ModelConfig};
 use crate::error::{Error, Result};
 use crate::models::{
-    check_input_ids, encoder_mask, run_encoder, split_qa_logits, Batch, ForwardOptions,
-    ModelOutput, TaskModel,
+    check_input_ids, encoder_mask, run_encoder, run_encoder_padding_free, split_qa_logits, Batch,
+    ForwardOptions, ModelOutput, TaskModel,
 };
 use crate::nn::{check_heads, Activation, Embedding, LayerNorm, Linear, MultiHeadAttention};
 use crate::registry::{unsupported_task, Architecture, Task};
@@ -163,11 +163,11 @@ impl TransformerBlock {
         let (ctx, probs) = self.attention.forward(h, mask, want_probs)?;
         let h = self
             .sa_layer_norm
-            .forward(&(self.out_lin.forward(&ctx)? + h)?)?;
+            .forward_residual(&self.out_lin.forward(&ctx)?, h)?;
         let f = self
             .lin2
-            .forward(&self.act.forward(&self.lin1.forward(&h)?)?)?;
-        let h = self.output_layer_norm.forward(&(f + &h)?)?;
+            .forward(&self.lin1.forward_act(&h, Some(self.act))?)?;
+        let h = self.output_layer_norm.forward_residual(&f, &h)?;
         Ok((h, probs))
     }
 }
@@ -195,13 +195,22 @@ impl DistilBertModel {
         let input_ids = batch.require("input_ids")?;
         let h = self.embeddings.forward(input_ids)?;
         let mask = encoder_mask(batch, input_ids, h.dtype())?;
-        let enc = run_encoder(
-            &self.layers,
-            h,
-            mask.as_ref(),
-            options,
-            TransformerBlock::forward,
-        )?;
+        let packed = match (options.padding_free, batch.get("attention_mask")) {
+            (true, Some(am)) => {
+                run_encoder_padding_free(&self.layers, &h, am, options, TransformerBlock::forward)?
+            }
+            _ => None,
+        };
+        let enc = match packed {
+            Some(enc) => enc,
+            None => run_encoder(
+                &self.layers,
+                h,
+                mask.as_ref(),
+                options,
+                TransformerBlock::forward,
+            )?,
+        };
         let mut out = ModelOutput {
             hidden_states: enc.hidden_states,
             attentions: enc.attentions,

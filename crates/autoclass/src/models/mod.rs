@@ -60,6 +60,12 @@ pub struct ForwardOptions {
     pub output_hidden_states: bool,
     /// Return every layer's attention probabilities.
     pub output_attentions: bool,
+    /// Padding-free batching (BERT and DistilBERT): run only the real tokens of a padded batch,
+    /// packed into one sequence with attention kept inside each text, so padding costs nothing.
+    /// Outputs at real positions are those of the padded run (to float rounding); positions
+    /// the attention mask hides come back as zeros instead of transformers' values there.
+    /// Ignored when `output_attentions` is set.
+    pub padding_free: bool,
 }
 
 /// Named model outputs (`logits`, `last_hidden_state`, `pooler_output`, `start_logits`, ...),
@@ -172,6 +178,62 @@ pub(crate) fn encoder_mask(
         }
         None => Ok(None),
     }
+}
+
+/// [`run_encoder`] on only the positions `attention_mask` keeps: they are packed into one
+/// sequence `[1, T, D]`, attention stays inside each text (the mask handed to the layers is the
+/// U32 cumulative lengths `[B + 1]` that [`crate::nn::MultiHeadAttention`] understands), and the
+/// outputs are scattered back to `[B, L, D]` with zeros at hidden positions. Returns `None` when
+/// nothing would be saved (no padding) or the mask is not `[B, L]`.
+pub(crate) fn run_encoder_padding_free<L>(
+    layers: &[L],
+    h: &Tensor,
+    attention_mask: &Tensor,
+    options: &ForwardOptions,
+    forward: impl Fn(&L, &Tensor, Option<&Tensor>, bool) -> Result<(Tensor, Option<Tensor>)>,
+) -> Result<Option<EncoderOutput>> {
+    let (b, l, d) = h.dims3()?;
+    if options.output_attentions || attention_mask.dims() != [b, l] {
+        return Ok(None);
+    }
+    let keep = attention_mask
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let mut idx: Vec<u32> = Vec::with_capacity(b * l);
+    let mut cu: Vec<u32> = Vec::with_capacity(b + 1);
+    cu.push(0);
+    for (i, &k) in keep.iter().enumerate() {
+        if k != 0.0 {
+            idx.push(u32::try_from(i).map_err(|_| Error::input("batch too large"))?);
+        }
+        if (i + 1) % l == 0 {
+            cu.push(u32::try_from(idx.len()).map_err(|_| Error::input("batch too large"))?);
+        }
+    }
+    let t = idx.len();
+    if t == b * l || t == 0 {
+        return Ok(None);
+    }
+    let device = h.device();
+    let idx = Tensor::from_vec(idx, t, device)?;
+    let cu = Tensor::from_vec(cu, b + 1, device)?;
+    let packed = h.reshape((b * l, d))?.index_select(&idx, 0)?.unsqueeze(0)?;
+    let enc = run_encoder(layers, packed, Some(&cu), options, forward)?;
+    let unpack = |x: &Tensor| -> Result<Tensor> {
+        let zeros = Tensor::zeros((b * l, d), x.dtype(), device)?;
+        Ok(zeros
+            .index_add(&idx, &x.reshape((t, d))?, 0)?
+            .reshape((b, l, d))?)
+    };
+    Ok(Some(EncoderOutput {
+        last_hidden_state: unpack(&enc.last_hidden_state)?,
+        hidden_states: match enc.hidden_states {
+            Some(list) => Some(list.iter().map(unpack).collect::<Result<Vec<_>>>()?),
+            None => None,
+        },
+        attentions: None,
+    }))
 }
 
 /// What an encoder stack returns: the last hidden state and, if asked, every layer's input and

@@ -437,11 +437,9 @@ impl SwinBlock {
         }
         let hs = (shortcut + hs.contiguous()?.reshape((b, h * w, c))?)?;
         let f = self.mlp_output.forward(
-            &self.act.forward(
-                &self
-                    .intermediate
-                    .forward(&self.layernorm_after.forward(&hs)?)?,
-            )?,
+            &self
+                .intermediate
+                .forward_act(&self.layernorm_after.forward(&hs)?, Some(self.act))?,
         )?;
         Ok((hs + f)?)
     }

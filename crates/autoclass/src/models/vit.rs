@@ -239,11 +239,9 @@ impl ViTLayer {
             self.attention
                 .forward(&self.layernorm_before.forward(h)?, mask, want_probs)?;
         let h = (self.attention_output.forward(&ctx)? + h)?;
-        let f = self.act.forward(
-            &self
-                .intermediate
-                .forward(&self.layernorm_after.forward(&h)?)?,
-        )?;
+        let f = self
+            .intermediate
+            .forward_act(&self.layernorm_after.forward(&h)?, Some(self.act))?;
         let h = (self.output.forward(&f)? + &h)?;
         Ok((h, probs))
     }

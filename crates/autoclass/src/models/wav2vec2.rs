@@ -697,7 +697,7 @@ impl EncoderLayer {
     }
 
     fn feed_forward(&self, h: &Tensor) -> Result<Tensor> {
-        let x = self.act.forward(&self.intermediate_dense.forward(h)?)?;
+        let x = self.intermediate_dense.forward_act(h, Some(self.act))?;
         self.output_dense.forward(&x)
     }
 
@@ -723,10 +723,10 @@ impl EncoderLayer {
             let (ctx, probs) = self.attention.forward(h, mask, want_probs)?;
             let h = self
                 .layer_norm
-                .forward(&(h + self.out_proj.forward(&ctx)?)?)?;
+                .forward_residual(&self.out_proj.forward(&ctx)?, h)?;
             let h = self
                 .final_layer_norm
-                .forward(&(&h + self.feed_forward(&h)?)?)?;
+                .forward_residual(&self.feed_forward(&h)?, &h)?;
             Ok((h, probs))
         }
     }

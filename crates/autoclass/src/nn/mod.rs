@@ -1,17 +1,26 @@
 //! Shared layers: linear, layer norm, embeddings, activations and multi-head attention.
 //! Model files call these; they do not copy them.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor, D};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::kernels::attention::{AttentionShape, Seq};
+use crate::kernels::{self, gemm::Epilogue, gemm::PackedLinear};
 use crate::weights::{Init, VarBuilder};
 
 /// `nn.Linear`: `y = x Wᵀ + b`, with `W` stored `[out, in]`.
+///
+/// On CPUs with AVX-512, f32 weights are packed once at load for [`crate::kernels::gemm`] and
+/// the original tensor is dropped; elsewhere the layer runs through candle's matmul.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    weight: Tensor,
+    weight: Option<Tensor>,
     bias: Option<Tensor>,
+    packed: Option<Arc<PackedLinear>>,
+    out_dim: usize,
 }
 
 impl Linear {
@@ -30,33 +39,119 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        Ok(Self::from_tensors(weight, bias))
     }
 
     /// A linear layer from existing tensors (e.g. a tied decoder).
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias }
+        let out_dim = weight.dims().first().copied().unwrap_or(0);
+        match pack_linear(&[(&weight, bias.as_ref())]) {
+            Some(packed) => Linear {
+                weight: None,
+                bias: None,
+                packed: Some(Arc::new(packed)),
+                out_dim,
+            },
+            None => Linear {
+                weight: Some(weight),
+                bias,
+                packed: None,
+                out_dim,
+            },
+        }
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.out_dim
     }
 
     /// Applies the layer to the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, None)
+    }
+
+    /// Applies the layer, then `act` (fused into the GEMM for exact GELU on the fast path).
+    pub fn forward_act(&self, x: &Tensor, act: Option<Activation>) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = *dims
             .last()
             .ok_or_else(|| Error::input("linear layer on a scalar"))?;
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let out_dim = self.weight.dim(0)?;
-        let x2 = x.reshape((rows, in_dim))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
+        let out_dim = self.out_dim;
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {
             *last = out_dim;
         }
-        Ok(y.reshape(out_dims)?)
+        if let Some(packed) = &self.packed {
+            if packed.in_features() != in_dim {
+                return Err(Error::input(format!(
+                    "linear layer expects {} input features, got {in_dim}",
+                    packed.in_features()
+                )));
+            }
+            let epilogue = match act {
+                Some(Activation::Gelu) => Epilogue::GeluErf,
+                _ => Epilogue::None,
+            };
+            let dtype = x.dtype();
+            let xf = x.to_dtype(DType::F32)?.contiguous()?;
+            let y = kernels::with_f32(&xf, |data| packed.forward(data, rows, epilogue))
+                .flatten()
+                .ok_or_else(|| Error::input("the packed linear layer needs a CPU tensor"))?;
+            let y = Tensor::from_vec(y, out_dims, x.device())?.to_dtype(dtype)?;
+            return match act {
+                Some(a) if epilogue == Epilogue::None => a.forward(&y),
+                _ => Ok(y),
+            };
+        }
+        let weight = self
+            .weight
+            .as_ref()
+            .ok_or_else(|| Error::input("linear layer without weights"))?;
+        let x2 = x.reshape((rows, in_dim))?;
+        let mut y = x2.matmul(&weight.t()?)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        let y = y.reshape(out_dims)?;
+        match act {
+            Some(a) => a.forward(&y),
+            None => Ok(y),
+        }
     }
+}
+
+/// Packs one or more `[out, in]` weights (stacked along `out`) with their biases, if the fast
+/// path applies: AVX-512, f32, CPU, matching `in`.
+fn pack_linear(parts: &[(&Tensor, Option<&Tensor>)]) -> Option<PackedLinear> {
+    if !kernels::avx512() {
+        return None;
+    }
+    let mut weights = Vec::new();
+    let mut biases = Vec::new();
+    let mut in_dim = None;
+    let mut out_total = 0usize;
+    for (w, b) in parts {
+        let (o, i) = w.dims2().ok()?;
+        if *in_dim.get_or_insert(i) != i {
+            return None;
+        }
+        let wc = w.contiguous().ok()?;
+        kernels::with_f32(&wc, |d| weights.extend_from_slice(d))?;
+        match b {
+            Some(b) => {
+                let bc = b.contiguous().ok()?;
+                if bc.dims() != [o] {
+                    return None;
+                }
+                kernels::with_f32(&bc, |d| biases.extend_from_slice(d))?;
+            }
+            None => biases.extend(std::iter::repeat_n(0f32, o)),
+        }
+        out_total += o;
+    }
+    PackedLinear::pack(&weights, out_total, in_dim?, Some(&biases))
 }
 
 /// `nn.LayerNorm` over the last dimension (biased variance).
@@ -77,8 +172,51 @@ impl LayerNorm {
         })
     }
 
+    /// `LayerNorm(x + residual)`, fused on the fast path.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if kernels::avx512() && x.dims() == residual.dims() {
+            let xc = x.contiguous()?;
+            let rc = residual.contiguous()?;
+            let eps = self.eps as f32;
+            let out = kernels::with_f32(&xc, |xd| {
+                kernels::with_f32(&rc, |rd| {
+                    kernels::with_f32(&self.weight, |w| {
+                        kernels::with_f32(&self.bias, |b| {
+                            kernels::elementwise::add_layer_norm(xd, Some(rd), w, b, eps)
+                        })
+                    })
+                })
+            })
+            .flatten()
+            .flatten()
+            .flatten()
+            .flatten();
+            if let Some(out) = out {
+                return Ok(Tensor::from_vec(out, x.dims(), x.device())?);
+            }
+        }
+        self.forward(&(x + residual)?)
+    }
+
     /// Normalises the last dimension of `x` (two-pass mean and variance, in f32).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if kernels::avx512() {
+            let xc = x.contiguous()?;
+            let eps = self.eps as f32;
+            let out = kernels::with_f32(&xc, |xd| {
+                kernels::with_f32(&self.weight, |w| {
+                    kernels::with_f32(&self.bias, |b| {
+                        kernels::elementwise::add_layer_norm(xd, None, w, b, eps)
+                    })
+                })
+            })
+            .flatten()
+            .flatten()
+            .flatten();
+            if let Some(out) = out {
+                return Ok(Tensor::from_vec(out, x.dims(), x.device())?);
+            }
+        }
         let dtype = x.dtype();
         let xf = x.to_dtype(DType::F32)?;
         let mean = xf.mean_keepdim(D::Minus1)?;
@@ -192,23 +330,49 @@ pub fn additive_mask(attention_mask: &Tensor, dtype: DType) -> Result<Tensor> {
 }
 
 /// Multi-head scaled dot-product attention over already projected q, k and v.
+///
+/// On the fast path the three projections are fused into one packed GEMM and the attention
+/// itself runs in [`crate::kernels::attention`]; asking for the probabilities takes candle's path.
 #[derive(Clone, Debug)]
 pub struct MultiHeadAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    proj: QkvProjection,
     num_heads: usize,
+}
+
+#[derive(Clone, Debug)]
+enum QkvProjection {
+    Separate {
+        query: Linear,
+        key: Linear,
+        value: Linear,
+    },
+    /// Q, K and V stacked along the output dimension (each `dim` wide).
+    Fused { qkv: Linear, dim: usize },
 }
 
 impl MultiHeadAttention {
     /// Wraps the three projections; `num_heads` must divide the hidden size.
     pub fn new(query: Linear, key: Linear, value: Linear, num_heads: usize) -> Self {
-        MultiHeadAttention {
-            query,
-            key,
-            value,
-            num_heads,
-        }
+        let dim = query.out_features();
+        let fused = match (&query.packed, &key.packed, &value.packed) {
+            (Some(q), Some(k), Some(v)) if key.out_dim == dim && value.out_dim == dim => {
+                PackedLinear::concat(&[q, k, v])
+            }
+            _ => None,
+        };
+        let proj = match fused {
+            Some(p) => QkvProjection::Fused {
+                qkv: Linear {
+                    weight: None,
+                    bias: None,
+                    out_dim: p.out_features(),
+                    packed: Some(Arc::new(p)),
+                },
+                dim,
+            },
+            None => QkvProjection::Separate { query, key, value },
+        };
+        MultiHeadAttention { proj, num_heads }
     }
 
     fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
@@ -229,13 +393,44 @@ impl MultiHeadAttention {
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, l, d) = x.dims3()?;
         let hd = d / self.num_heads;
-        let q = self.split_heads(&self.query.forward(x)?)?;
-        let k = self.split_heads(&self.key.forward(x)?)?;
-        let v = self.split_heads(&self.value.forward(x)?)?;
         let scale = 1.0 / (hd as f64).sqrt();
+        let (q, k, v) = match &self.proj {
+            QkvProjection::Separate { query, key, value } => {
+                (query.forward(x)?, key.forward(x)?, value.forward(x)?)
+            }
+            QkvProjection::Fused { qkv, dim } => {
+                let y = qkv.forward(x)?;
+                if !want_probs && *dim == d && y.dtype() == DType::F32 {
+                    if let Some(ctx) = fused_attention(&y, mask, b, l, d, self.num_heads, scale)? {
+                        return Ok((ctx, None));
+                    }
+                }
+                (
+                    y.narrow(2, 0, *dim)?,
+                    y.narrow(2, *dim, *dim)?,
+                    y.narrow(2, 2 * *dim, *dim)?,
+                )
+            }
+        };
+        let q = self.split_heads(&q)?;
+        let k = self.split_heads(&k)?;
+        let v = self.split_heads(&v)?;
         let mut scores = (q.matmul(&k.t()?)? * scale)?;
         if let Some(m) = mask {
-            scores = scores.broadcast_add(m)?;
+            if m.dtype() == DType::U32 {
+                // Packed padding-free batch: a block-diagonal mask keeps each text to itself.
+                let mut blocks = vec![f32::MIN; l * l];
+                for s in varlen_seqs(m, l)? {
+                    for i in s.start..s.start + s.len {
+                        blocks[i * l + s.start..i * l + s.start + s.len].fill(0.0);
+                    }
+                }
+                let m =
+                    Tensor::from_vec(blocks, (1, 1, l, l), x.device())?.to_dtype(scores.dtype())?;
+                scores = scores.broadcast_add(&m)?;
+            } else {
+                scores = scores.broadcast_add(m)?;
+            }
         }
         let dtype = scores.dtype();
         let probs =
@@ -244,6 +439,65 @@ impl MultiHeadAttention {
         let ctx = ctx.transpose(1, 2)?.reshape((b, l, d))?;
         Ok((ctx, want_probs.then_some(probs)))
     }
+}
+
+/// The fused attention kernel on `qkv` `[B, L, 3D]`. `mask` is either transformers' additive
+/// `[B, 1, 1, L]` mask or, for a packed padding-free batch (`B = 1`), a U32 tensor of cumulative
+/// sequence lengths `[n + 1]` (see [`crate::models::ForwardOptions::padding_free`]). `None` for
+/// other masks (the caller then takes candle's path).
+fn fused_attention(
+    qkv: &Tensor,
+    mask: Option<&Tensor>,
+    b: usize,
+    l: usize,
+    d: usize,
+    heads: usize,
+    scale: f64,
+) -> Result<Option<Tensor>> {
+    let mut seqs: Vec<Seq> = (0..b)
+        .map(|i| Seq {
+            start: i * l,
+            len: l,
+        })
+        .collect();
+    let mask = match mask {
+        Some(m) if m.dims() == [b, 1, 1, l] && m.dtype() == DType::F32 => {
+            Some(m.flatten_all()?.to_vec1::<f32>()?)
+        }
+        Some(m) if m.dtype() == DType::U32 && m.rank() == 1 && b == 1 => {
+            seqs = varlen_seqs(m, l)?;
+            None
+        }
+        Some(_) => return Ok(None),
+        None => None,
+    };
+    let shape = AttentionShape { dim: d, heads };
+    let qkv = qkv.contiguous()?;
+    let ctx = kernels::with_f32(&qkv, |data| {
+        kernels::attention::attention(data, shape, &seqs, mask.as_deref(), scale as f32)
+    })
+    .flatten();
+    Ok(match ctx {
+        Some(ctx) => Some(Tensor::from_vec(ctx, (b, l, d), qkv.device())?),
+        None => None,
+    })
+}
+
+/// The sequences of a packed batch from its cumulative lengths (`[0, l1, l1+l2, ..., total]`).
+pub(crate) fn varlen_seqs(cu: &Tensor, total: usize) -> Result<Vec<Seq>> {
+    let cu = cu.to_vec1::<u32>()?;
+    let mut seqs = Vec::new();
+    for w in cu.windows(2) {
+        let (a, b) = (w[0] as usize, w[1] as usize);
+        if b < a || b > total {
+            return Err(Error::input("bad cumulative sequence lengths"));
+        }
+        seqs.push(Seq {
+            start: a,
+            len: b - a,
+        });
+    }
+    Ok(seqs)
 }
 
 /// Checks that `hidden` is divisible by `heads`, as transformers' attention constructors do.

@@ -1,0 +1,48 @@
+//! CPU fast paths for the hot layers (issue 7): a packed-weight AVX-512 f32 GEMM with fused
+//! bias and GELU, fused residual + LayerNorm, and fused multi-head attention.
+//!
+//! They sit behind candle: layers in [`crate::nn`] hand them the f32 data of contiguous CPU
+//! tensors and wrap the results back into tensors. Every fast path has a fallback (candle's own
+//! ops), taken on CPUs without AVX-512F, for other dtypes and devices, and when the environment
+//! variable `AUTOCLASS_KERNELS=candle` is set (for A/B comparisons). This module and its
+//! children are the only places besides the weight mmap allowed `unsafe` (SIMD intrinsics and
+//! `target_feature` calls, each with a `SAFETY:` comment).
+
+pub mod attention;
+pub mod elementwise;
+pub mod gemm;
+
+use std::sync::OnceLock;
+
+use candle_core::{DType, Storage, Tensor};
+
+/// Whether the AVX-512 fast paths are in use: the CPU has AVX-512F (detected at run time) and
+/// `AUTOCLASS_KERNELS` is not `candle`.
+pub fn avx512() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        let disabled = std::env::var("AUTOCLASS_KERNELS").is_ok_and(|v| v == "candle");
+        #[cfg(target_arch = "x86_64")]
+        let detected = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let detected = false;
+        detected && !disabled
+    })
+}
+
+/// Runs `f` on the f32 values of `t` if it is a contiguous f32 CPU tensor; `None` otherwise.
+pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if t.dtype() != DType::F32 || !t.device().is_cpu() {
+        return None;
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let (start, end) = layout.contiguous_offsets()?;
+    match &*storage {
+        Storage::Cpu(cpu) => {
+            let data = cpu.as_slice::<f32>().ok()?;
+            Some(f(data.get(start..end)?))
+        }
+        _ => None,
+    }
+}
