@@ -43,11 +43,23 @@ args_of() {
 }
 
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
-throughput() { tail -n 1 | awk '$1=="throughput:" {print $2}'; }
+# METRIC=wall: batch / median wall time (the `throughput:` line). METRIC=cpu: batch / median
+# process CPU time per forward pass, which other processes on a busy machine do not inflate;
+# use it with THREADS=1.
+throughput() {
+  if [ "${METRIC:-wall}" = cpu ]; then
+    awk '/^model:/ {for (i = 1; i <= NF; i++) if ($i == "batch:") b = $(i + 1)}
+         /^forward cpu:/ {ms = $4} END {if (ms > 0) printf "%.4f\n", b / (ms / 1000)}'
+  else
+    tail -n 1 | awk '$1=="throughput:" {print $2}'
+  fi
+}
+# Our extra flags per workload: W4 runs padding-free (transformers pads to the longest).
+extra_a() { case $1 in W4) echo "--padding-free" ;; esac; }
 now() { date +%s.%N; }
 
 run_a() { # shellcheck disable=SC2046
-  "$BIN" bench $(args_of "$1") --iters "$ITERS" --warmup "$WARMUP" --threads "$THREADS" --dtype "$DTYPE" 2>/dev/null; }
+  "$BIN" bench $(args_of "$1") $(extra_a "$1") --iters "$ITERS" --warmup "$WARMUP" --threads "$THREADS" --dtype "$DTYPE" 2>/dev/null; }
 run_b() { # shellcheck disable=SC2046
   "$PY" "$REF" $(args_of "$1") --iters "$ITERS" --warmup "$WARMUP" --threads "$THREADS" --dtype "$DTYPE" 2>/dev/null; }
 

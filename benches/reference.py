@@ -80,12 +80,14 @@ def parse_lengths(spec: str):
 def timed(warmup: int, iters: int, fn):
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu = [], []
     for _ in range(iters):
+        cpu_start = time.process_time()
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    return times
+        cpu.append((time.process_time() - cpu_start) * 1e3)
+    return times, cpu
 
 
 def main() -> None:
@@ -183,10 +185,10 @@ def main() -> None:
     print(f"load: {load_ms:.1f} ms")
 
     with torch.inference_mode():
-        forward = timed(args.warmup, args.iters, lambda: model(**batch))
-        pipeline = timed(min(args.warmup, 1), args.iters, lambda: model(**cast(preprocess())))
+        forward, forward_cpu = timed(args.warmup, args.iters, lambda: model(**batch))
+        pipeline, _ = timed(min(args.warmup, 1), args.iters, lambda: model(**cast(preprocess())))
     n = args.iters
-    for name, times in (("forward", forward), ("pipeline", pipeline)):
+    for name, times in (("forward", forward), ("pipeline", pipeline), ("forward cpu", forward_cpu)):
         print(f"{name}: median {statistics.median(times):.3f} ms (min {min(times):.3f}, max {max(times):.3f}) over {n} iters")
     print(f"throughput: {args.batch / (statistics.median(forward) / 1e3):.3f} items/s")
 

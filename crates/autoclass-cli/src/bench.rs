@@ -76,6 +76,9 @@ pub struct BenchArgs {
     /// by candle's CPU ops) and the parallelism candle passes to gemm. Default: all cores.
     #[arg(long)]
     threads: Option<usize>,
+    /// Padding-free batching (BERT, DistilBERT): run only the real tokens of a padded batch.
+    #[arg(long)]
+    padding_free: bool,
 }
 
 /// The raw input of the pipeline and how to preprocess it (tokenizer, image processor or
@@ -212,22 +215,40 @@ fn summary(times: &mut [f64]) -> (f64, f64, f64) {
     (median, times[0], times[n - 1])
 }
 
-/// Runs `f` `warmup` times, then `iters` times timed; the times in ms.
+/// CPU time of every live thread of this process, in ms (`/proc/self/task/*/schedstat`;
+/// `None` where that is unavailable). Unlike wall time, it does not grow when other processes
+/// take the cores, so single-threaded runs can be compared on a busy machine.
+fn process_cpu_ms() -> Option<f64> {
+    let mut total_ns: u64 = 0;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        total_ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total_ns as f64 / 1e6)
+}
+
+/// Runs `f` `warmup` times, then `iters` times timed; the wall times and CPU times in ms.
 fn time<F: FnMut() -> autoclass::Result<()>>(
     warmup: usize,
     iters: usize,
     mut f: F,
-) -> autoclass::Result<Vec<f64>> {
+) -> autoclass::Result<(Vec<f64>, Vec<f64>)> {
     for _ in 0..warmup {
         f()?;
     }
     let mut times = Vec::with_capacity(iters);
+    let mut cpu = Vec::with_capacity(iters);
     for _ in 0..iters {
+        let cpu_start = process_cpu_ms();
         let start = Instant::now();
         f()?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
+        if let (Some(a), Some(b)) = (cpu_start, process_cpu_ms()) {
+            cpu.push(b - a);
+        }
     }
-    Ok(times)
+    Ok((times, cpu))
 }
 
 /// `autoclass bench`.
@@ -347,16 +368,24 @@ pub fn bench(args: BenchArgs) -> autoclass::Result<()> {
     println!("{}", raw.describe(&batch));
     println!("load: {load_ms:.1} ms");
 
-    let mut forward = time(args.warmup, args.iters, || model.forward(&batch).map(drop))?;
-    let mut pipeline = time(args.warmup.min(1), args.iters, || {
+    let options = autoclass::ForwardOptions {
+        padding_free: args.padding_free,
+        ..Default::default()
+    };
+    let (mut forward, mut forward_cpu) = time(args.warmup, args.iters, || {
+        model.forward_with(&batch, &options).map(drop)
+    })?;
+    let (mut pipeline, _) = time(args.warmup.min(1), args.iters, || {
         let batch = (raw.preprocess)()?;
-        model.forward(&batch).map(drop)
+        model.forward_with(&batch, &options).map(drop)
     })?;
     let (f_med, f_min, f_max) = summary(&mut forward);
+    let (c_med, c_min, c_max) = summary(&mut forward_cpu);
     let (p_med, p_min, p_max) = summary(&mut pipeline);
     let n = args.iters;
     println!("forward: median {f_med:.3} ms (min {f_min:.3}, max {f_max:.3}) over {n} iters");
     println!("pipeline: median {p_med:.3} ms (min {p_min:.3}, max {p_max:.3}) over {n} iters");
+    println!("forward cpu: median {c_med:.3} ms (min {c_min:.3}, max {c_max:.3}) over {n} iters");
     println!(
         "throughput: {:.3} items/s",
         args.batch as f64 / (f_med / 1e3)

@@ -237,6 +237,10 @@ struct RunArgs {
     /// Also return (and save) every layer's attention probabilities.
     #[arg(long)]
     output_attentions: bool,
+    /// Padding-free batching (BERT, DistilBERT): run only the real tokens of a padded batch;
+    /// outputs at padded positions are zeros.
+    #[arg(long)]
+    padding_free: bool,
 }
 
 #[derive(Args, Debug)]
@@ -394,7 +398,7 @@ fn run(args: RunArgs) -> autoclass::Result<()> {
     let forward = ForwardOptions {
         output_hidden_states: args.output_hidden_states,
         output_attentions: args.output_attentions,
-        ..Default::default()
+        padding_free: args.padding_free,
     };
     let outputs = model.forward_with(&batch, &forward)?;
     if let Some(path) = &args.save {

@@ -1,11 +1,11 @@
 //! Fused multi-head attention over a packed `[B·L, 3·D]` QKV projection: per (sequence, head)
 //! the scores, additive mask, softmax and value product, without materialising `[B, H, L, L]`
 //! tensors or transposed copies.
-#![allow(unsafe_code)]
 
 use rayon::prelude::*;
 
 use super::elementwise::softmax_inplace;
+use super::gemm::PackedLinear;
 
 /// One sequence of a (possibly packed) batch: its first row and its length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,85 +25,9 @@ pub struct AttentionShape {
     pub heads: usize,
 }
 
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let ca = a.chunks_exact(16);
-    let cb = b.chunks_exact(16);
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (xa, xb) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] = xa[i].mul_add(xb[i], acc[i]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// One (sequence, head): writes `ctx` `[len, hd]`.
-#[inline(always)]
-fn head_generic(
-    qkv: &[f32],
-    s: AttentionShape,
-    seq: Seq,
-    h: usize,
-    mask: Option<&[f32]>,
-    scale: f32,
-    ctx: &mut [f32],
-) {
-    let (l, d) = (seq.len, s.dim);
-    let hd = d / s.heads;
-    let row = |i: usize| (seq.start + i) * 3 * d;
-    // Contiguous K and V for this head.
-    let mut k = vec![0f32; l * hd];
-    let mut v = vec![0f32; l * hd];
-    for j in 0..l {
-        let base = row(j);
-        k[j * hd..(j + 1) * hd].copy_from_slice(&qkv[base + d + h * hd..base + d + (h + 1) * hd]);
-        v[j * hd..(j + 1) * hd]
-            .copy_from_slice(&qkv[base + 2 * d + h * hd..base + 2 * d + (h + 1) * hd]);
-    }
-    let mut scores = vec![0f32; l];
-    for i in 0..l {
-        let base = row(i);
-        let q = &qkv[base + h * hd..base + (h + 1) * hd];
-        for (j, sc) in scores.iter_mut().enumerate() {
-            *sc = dot(q, &k[j * hd..(j + 1) * hd]) * scale;
-        }
-        if let Some(m) = mask {
-            for (sc, &mv) in scores.iter_mut().zip(&m[seq.start..seq.start + l]) {
-                *sc += mv;
-            }
-        }
-        softmax_inplace(&mut scores);
-        let out = &mut ctx[i * hd..(i + 1) * hd];
-        out.fill(0.0);
-        for (j, &p) in scores.iter().enumerate() {
-            for (o, &vv) in out.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
-                *o = p.mul_add(vv, *o);
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn head_avx512(
-    qkv: &[f32],
-    s: AttentionShape,
-    seq: Seq,
-    h: usize,
-    mask: Option<&[f32]>,
-    scale: f32,
-    ctx: &mut [f32],
-) {
-    head_generic(qkv, s, seq, h, mask, scale, ctx)
-}
-
+/// One (sequence, head): writes `ctx` `[len, hd]`. Both products run through the packed GEMM
+/// on this thread (`S = Q Kᵀ` with the keys packed as weights, then `P V` with the values
+/// packed transposed).
 fn head(
     qkv: &[f32],
     s: AttentionShape,
@@ -112,14 +36,31 @@ fn head(
     mask: Option<&[f32]>,
     scale: f32,
     ctx: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if super::avx512() {
-        // SAFETY: AVX-512F (and FMA) was detected at run time.
-        unsafe { head_avx512(qkv, s, seq, h, mask, scale, ctx) };
-        return;
+) -> Option<()> {
+    let (l, d) = (seq.len, s.dim);
+    if l == 0 {
+        return Some(());
     }
-    head_generic(qkv, s, seq, h, mask, scale, ctx)
+    let hd = d / s.heads;
+    let ld = 3 * d;
+    let rows = qkv.get(seq.start * ld..(seq.start + l) * ld)?;
+    let keys = PackedLinear::pack_block(rows, ld, d + h * hd, l, hd)?;
+    let mut scores = keys.forward_serial(rows.get(h * hd..)?, ld, l)?;
+    let values = PackedLinear::pack_block_transposed(rows, ld, 2 * d + h * hd, l, hd)?;
+    for row in scores.chunks_exact_mut(l) {
+        for v in row.iter_mut() {
+            *v *= scale;
+        }
+        if let Some(m) = mask {
+            for (v, &mv) in row.iter_mut().zip(m.get(seq.start..seq.start + l)?) {
+                *v += mv;
+            }
+        }
+        softmax_inplace(row);
+    }
+    let out = values.forward_serial(&scores, l, l)?;
+    ctx.get_mut(..l * hd)?.copy_from_slice(&out);
+    Some(())
 }
 
 /// `softmax(Q Kᵀ · scale + mask) V` for every sequence and head. `qkv` is `[T, 3·D]` (Q, K
@@ -165,26 +106,33 @@ pub fn attention(
             rest = tail;
             at = q.start + q.len;
         }
-        slices.into_par_iter().for_each(|(q, ob)| {
+        let ok = slices.into_par_iter().all(|(q, ob)| {
             let mut ctx = vec![0f32; q.len * hd];
             for h in 0..heads {
-                head(qkv, s, q, h, mask, scale, &mut ctx);
+                if head(qkv, s, q, h, mask, scale, &mut ctx).is_none() {
+                    return false;
+                }
                 for i in 0..q.len {
                     ob[i * d + h * hd..i * d + (h + 1) * hd]
                         .copy_from_slice(&ctx[i * hd..(i + 1) * hd]);
                 }
             }
+            true
         });
+        if !ok {
+            return None;
+        }
     } else {
-        let parts: Vec<(Seq, usize, Vec<f32>)> = (0..seqs.len() * heads)
+        let parts: Option<Vec<(Seq, usize, Vec<f32>)>> = (0..seqs.len() * heads)
             .into_par_iter()
             .map(|t| {
                 let (q, h) = (seqs[t / heads], t % heads);
                 let mut ctx = vec![0f32; q.len * hd];
-                head(qkv, s, q, h, mask, scale, &mut ctx);
-                (q, h, ctx)
+                head(qkv, s, q, h, mask, scale, &mut ctx)?;
+                Some((q, h, ctx))
             })
             .collect();
+        let parts = parts?;
         for (q, h, ctx) in parts {
             for i in 0..q.len {
                 let o = (q.start + i) * d + h * hd;
@@ -193,4 +141,83 @@ pub fn attention(
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Straightforward f64 attention for one sequence and head.
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        qkv: &[f32],
+        d: usize,
+        heads: usize,
+        q: Seq,
+        h: usize,
+        mask: Option<&[f32]>,
+        scale: f64,
+        i: usize,
+    ) -> Vec<f64> {
+        let hd = d / heads;
+        let at = |row: usize, col: usize| qkv[(q.start + row) * 3 * d + col] as f64;
+        let mut s: Vec<f64> = (0..q.len)
+            .map(|j| {
+                let dot: f64 = (0..hd)
+                    .map(|c| at(i, h * hd + c) * at(j, d + h * hd + c))
+                    .sum();
+                dot * scale + mask.map_or(0.0, |m| m[q.start + j] as f64)
+            })
+            .collect();
+        let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = s
+            .iter_mut()
+            .map(|v| {
+                *v = (*v - max).exp();
+                *v
+            })
+            .sum();
+        (0..hd)
+            .map(|c| {
+                (0..q.len)
+                    .map(|j| s[j] / sum * at(j, 2 * d + h * hd + c))
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_naive_for_padded_and_packed_batches() {
+        if !crate::kernels::avx512() {
+            return;
+        }
+        let (d, heads) = (64, 4);
+        let seqs = [
+            Seq { start: 0, len: 5 },
+            Seq { start: 5, len: 37 },
+            Seq { start: 42, len: 1 },
+        ];
+        let rows = 43;
+        let qkv: Vec<f32> = (0..rows * 3 * d)
+            .map(|i| (((i * 2654435761usize) >> 7) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let mask: Vec<f32> = (0..rows)
+            .map(|r| if r % 7 == 3 { f32::MIN } else { 0.0 })
+            .collect();
+        for m in [None, Some(mask.as_slice())] {
+            let out = attention(&qkv, AttentionShape { dim: d, heads }, &seqs, m, 0.125).unwrap();
+            for q in seqs {
+                for h in 0..heads {
+                    for i in 0..q.len {
+                        let e = naive(&qkv, d, heads, q, h, m, 0.125, i);
+                        let hd = d / heads;
+                        for c in 0..hd {
+                            let got = out[(q.start + i) * d + h * hd + c] as f64;
+                            assert!((got - e[c]).abs() < 1e-5, "{got} vs {}", e[c]);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -48,7 +48,36 @@ impl PackedLinear {
     /// Packs `weight` `[n, k]` (row-major) and `bias` `[n]` (zeros when `None`). Returns `None`
     /// when the slices do not have those lengths.
     pub fn pack(weight: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
-        if n == 0 || k == 0 || weight.len() != n.checked_mul(k)? {
+        if weight.len() != n.checked_mul(k)? {
+            return None;
+        }
+        let bias = match bias {
+            Some(b) if b.len() == n => b.to_vec(),
+            Some(_) => return None,
+            None => vec![0f32; n],
+        };
+        Self::pack_strided(weight, k, n, k, false, bias)
+    }
+
+    /// Packs an `[n, k]` matrix read from `src` with row stride `ld` (`transposed`: `src` holds
+    /// it as `[k, n]` with row stride `ld`, i.e. element `(row, kk)` at `kk·ld + row`).
+    fn pack_strided(
+        src: &[f32],
+        ld: usize,
+        n: usize,
+        k: usize,
+        transposed: bool,
+        bias: Vec<f32>,
+    ) -> Option<Self> {
+        if n == 0 || k == 0 || bias.len() != n {
+            return None;
+        }
+        let last = if transposed {
+            (k - 1).checked_mul(ld)?.checked_add(n)?
+        } else {
+            (n - 1).checked_mul(ld)?.checked_add(k)?
+        };
+        if src.len() < last {
             return None;
         }
         let panels = n.div_ceil(NR);
@@ -57,22 +86,21 @@ impl PackedLinear {
         let offset = align_offset(&data);
         let packed = data.get_mut(offset..offset + len)?;
         for (p, panel) in packed.chunks_exact_mut(k * NR).enumerate() {
-            for c in 0..NR {
-                let row = p * NR + c;
-                if row >= n {
-                    break;
+            let cols = NR.min(n - p * NR);
+            if transposed {
+                for kk in 0..k {
+                    let row = &src[kk * ld + p * NR..kk * ld + p * NR + cols];
+                    panel[kk * NR..kk * NR + cols].copy_from_slice(row);
                 }
-                let w_row = &weight[row * k..(row + 1) * k];
-                for (kk, &w) in w_row.iter().enumerate() {
-                    panel[kk * NR + c] = w;
+            } else {
+                for c in 0..cols {
+                    let row = p * NR + c;
+                    for (kk, &w) in src[row * ld..row * ld + k].iter().enumerate() {
+                        panel[kk * NR + c] = w;
+                    }
                 }
             }
         }
-        let bias = match bias {
-            Some(b) if b.len() == n => b.to_vec(),
-            Some(_) => return None,
-            None => vec![0f32; n],
-        };
         Some(PackedLinear {
             n,
             k,
@@ -80,6 +108,41 @@ impl PackedLinear {
             offset,
             bias,
         })
+    }
+
+    /// Packs the `[n, k]` block at column `col` of the row-major matrix `src` (row stride `ld`):
+    /// e.g. one head's keys inside a fused QKV output. No bias.
+    pub fn pack_block(src: &[f32], ld: usize, col: usize, n: usize, k: usize) -> Option<Self> {
+        Self::pack_strided(src.get(col..)?, ld, n, k, false, vec![0f32; n])
+    }
+
+    /// Packs the transpose of the `[k, n]` block at column `col` of `src` (row stride `ld`):
+    /// e.g. one head's values, so that `forward` computes `P · V`. No bias.
+    pub fn pack_block_transposed(
+        src: &[f32],
+        ld: usize,
+        col: usize,
+        k: usize,
+        n: usize,
+    ) -> Option<Self> {
+        Self::pack_strided(src.get(col..)?, ld, n, k, true, vec![0f32; n])
+    }
+
+    /// `x Wᵀ + b` on the calling thread only, for `m` rows of `x` read with row stride `ldx`
+    /// (`x[i·ldx + kk]`). Returns `[m, n]`, or `None` if `x` is too short or AVX-512 is absent.
+    pub fn forward_serial(&self, x: &[f32], ldx: usize, m: usize) -> Option<Vec<f32>> {
+        if !super::avx512() || ldx < self.k {
+            return None;
+        }
+        if m > 0 && x.len() < (m - 1).checked_mul(ldx)?.checked_add(self.k)? {
+            return None;
+        }
+        let mut y = vec![0f32; m.checked_mul(self.n)?];
+        if m > 0 {
+            let panels = self.n.div_ceil(NR);
+            self.region(x, ldx, m, 0, panels, &mut y, self.n, Epilogue::None);
+        }
+        Some(y)
     }
 
     /// Stacks packed layers with the same input size along the output dimension (e.g. Q, K
@@ -140,7 +203,7 @@ impl PackedLinear {
         let panels = n.div_ceil(NR);
         let flops = 2.0 * m as f64 * n as f64 * self.k as f64;
         if threads == 1 || flops < 2e6 {
-            self.region(x, m, 0, panels, &mut y, n, epilogue);
+            self.region(x, self.k, m, 0, panels, &mut y, n, epilogue);
         } else if m >= threads * MR * 2 {
             // Split by rows: each task owns a contiguous block of y.
             let rows_per = m.div_ceil(threads).div_ceil(MR) * MR;
@@ -148,7 +211,7 @@ impl PackedLinear {
                 .zip(x.par_chunks(rows_per * self.k))
                 .for_each(|(yc, xc)| {
                     let rows = yc.len() / n;
-                    self.region(xc, rows, 0, panels, yc, n, epilogue);
+                    self.region(xc, self.k, rows, 0, panels, yc, n, epilogue);
                 });
         } else {
             // Split by panels: each task fills a column block into its own buffer.
@@ -165,7 +228,7 @@ impl PackedLinear {
                     let c0 = p0 * NR;
                     let c1 = (p1 * NR).min(n);
                     let mut part = vec![0f32; m * (c1 - c0)];
-                    self.region(x, m, p0, p1, &mut part, c1 - c0, epilogue);
+                    self.region(x, self.k, m, p0, p1, &mut part, c1 - c0, epilogue);
                     Some((c0, c1, part))
                 })
                 .collect();
@@ -185,6 +248,7 @@ impl PackedLinear {
     fn region(
         &self,
         x: &[f32],
+        ldx: usize,
         m: usize,
         p0: usize,
         p1: usize,
@@ -207,7 +271,7 @@ impl PackedLinear {
             while m0 < m {
                 let mc = MC.min(m - m0);
                 let a = &mut apack[a_off..a_off + MC * KC];
-                pack_a(x, k, m0, mc, k0, kc, a);
+                pack_a(x, ldx, m0, mc, k0, kc, a);
                 for p in p0..p1 {
                     let b = &packed[p * k * NR + k0 * NR..p * k * NR + (k0 + kc) * NR];
                     let c_first = p * NR;
@@ -447,5 +511,49 @@ mod tests {
             s += (-t * t).exp();
         }
         s * h * 2.0 / std::f64::consts::PI.sqrt()
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    fn thread_cpu_ns() -> u64 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `cargo test --release -p autoclass --lib gemm_speed -- --ignored --nocapture`: GFLOP/s of
+    /// one thread on BERT-base shapes (CPU time, so a busy machine does not skew it).
+    #[test]
+    #[ignore]
+    fn gemm_speed() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        for &(m, n, k) in &[
+            (1024, 768, 768),
+            (1024, 3072, 768),
+            (1024, 768, 3072),
+            (16, 768, 768),
+        ] {
+            let x = vec![0.5f32; m * k];
+            let w = vec![0.25f32; n * k];
+            let p = PackedLinear::pack(&w, n, k, None).unwrap();
+            pool.install(|| {
+                let _ = p.forward(&x, m, Epilogue::None);
+                let reps = (2e10 / (2.0 * (m * n * k) as f64)).ceil() as usize;
+                let t0 = thread_cpu_ns();
+                for _ in 0..reps {
+                    std::hint::black_box(p.forward(&x, m, Epilogue::None));
+                }
+                let dt = (thread_cpu_ns() - t0) as f64 / 1e9;
+                let gflops = 2.0 * (m * n * k * reps) as f64 / dt / 1e9;
+                println!("m={m} n={n} k={k}: {gflops:.1} GFLOP/s");
+            });
+        }
     }
 }

@@ -14,6 +14,9 @@ use crate::error::{Error, Result};
 /// One memory-mapped safetensors file with its parsed header.
 struct MappedFile {
     path: PathBuf,
+    /// The open file: tensor bytes are read from it with positional reads, so the mapping's
+    /// data pages are never touched and do not count twice in resident memory.
+    file: File,
     mmap: Mmap,
     /// Byte offset of the data section (8 + header length).
     data_start: usize,
@@ -48,6 +51,7 @@ impl MappedFile {
         }
         Ok(MappedFile {
             path: path.to_path_buf(),
+            file,
             mmap,
             data_start: 8 + header_len,
             metadata,
@@ -274,10 +278,26 @@ impl SafetensorsStore {
             }
         };
         let (start, end) = info.data_offsets;
-        let bytes = file
+        let range = file.data_start + start..file.data_start + end;
+        let mapped = file
             .mmap
-            .get(file.data_start + start..file.data_start + end)
+            .get(range.clone())
             .ok_or_else(|| invalid(format!("tensor `{name}` lies outside the file")))?;
+        // Copy the bytes with a positional read rather than through the mapping: the copy is
+        // needed anyway, and the page cache is not charged to this process's resident memory.
+        #[cfg(unix)]
+        let owned = {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; mapped.len()];
+            file.file
+                .read_exact_at(&mut buf, range.start as u64)
+                .map_err(|e| Error::io(&file.path, e))?;
+            buf
+        };
+        #[cfg(unix)]
+        let bytes: &[u8] = &owned;
+        #[cfg(not(unix))]
+        let bytes = mapped;
         let numel: usize = info.shape.iter().product();
         if numel * stored.size_in_bytes() != bytes.len() {
             return Err(invalid(format!(
