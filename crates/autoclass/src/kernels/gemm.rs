@@ -22,6 +22,8 @@ pub const MR: usize = 12;
 const KC: usize = 192;
 /// Rows of `x` packed at a time (a multiple of `MR`; `MC × KC` floats is 72 KiB: L2-resident).
 const MC: usize = 96;
+/// Panels per column block (256 columns).
+const NC_PANELS: usize = 8;
 /// Floats per 64-byte line, for aligning the packed buffer.
 const ALIGN: usize = 16;
 
@@ -242,8 +244,12 @@ impl PackedLinear {
         Some(y)
     }
 
-    /// Computes columns `p0·NR ..` of `y` for panels `p0..p1` and all `m` rows of `x`, into `out`
-    /// (`m` rows of `ldo` floats, column 0 = panel `p0`'s first column).
+    /// Computes columns `p0·NR ..` of `y` for panels `p0..p1` and all `m` rows of `x` (row
+    /// stride `ldx`), into `out` (`m` rows of `ldo` floats, column 0 = panel `p0`'s first).
+    ///
+    /// Loop order (BLIS): per k block, all of `x`'s rows are packed once; then per column block
+    /// of `NC_PANELS` panels (their k-block slice, at most 192 KiB, stays in L2) every row block
+    /// passes over it, the panel slice being reused from L1 by the `MR`-row tiles.
     #[allow(clippy::too_many_arguments)]
     fn region(
         &self,
@@ -259,7 +265,8 @@ impl PackedLinear {
         let k = self.k;
         let packed = self.packed();
         let col0 = p0 * NR;
-        let mut apack = vec![0f32; MC * KC + ALIGN];
+        let row_blocks = m.div_ceil(MR);
+        let mut apack = vec![0f32; row_blocks * MR * KC.min(k) + ALIGN];
         let a_off = align_offset(&apack);
         let mut tile = [0f32; MR * NR];
         let mut k0 = 0;
@@ -267,55 +274,62 @@ impl PackedLinear {
             let kc = KC.min(k - k0);
             let first = k0 == 0;
             let last = k0 + kc == k;
-            let mut m0 = 0;
-            while m0 < m {
-                let mc = MC.min(m - m0);
-                let a = &mut apack[a_off..a_off + MC * KC];
-                pack_a(x, ldx, m0, mc, k0, kc, a);
-                for p in p0..p1 {
-                    let b = &packed[p * k * NR + k0 * NR..p * k * NR + (k0 + kc) * NR];
-                    let c_first = p * NR;
-                    let cols = NR.min(self.n - c_first);
-                    let bias = &self.bias[c_first..c_first + cols];
-                    let mut i0 = 0;
-                    while i0 < mc {
-                        let rows = MR.min(mc - i0);
-                        let a_blk = &a[(i0 / MR) * MR * kc..(i0 / MR + 1) * MR * kc];
-                        let full = rows == MR && cols == NR;
-                        let row0 = m0 + i0;
+            let a = &mut apack[a_off..a_off + row_blocks * MR * kc];
+            pack_a(x, ldx, 0, m, k0, kc, a);
+            let a = &*a;
+            let mut q0 = p0;
+            while q0 < p1 {
+                let q1 = (q0 + NC_PANELS).min(p1);
+                let mut m0 = 0;
+                while m0 < m {
+                    let mc = MC.min(m - m0);
+                    for p in q0..q1 {
+                        let b = &packed[p * k * NR + k0 * NR..p * k * NR + (k0 + kc) * NR];
+                        let c_first = p * NR;
+                        let cols = NR.min(self.n - c_first);
+                        let bias = &self.bias[c_first..c_first + cols];
                         let oc = c_first - col0;
-                        if full {
-                            let start = row0 * ldo + oc;
-                            let end = (row0 + MR - 1) * ldo + oc + NR;
-                            let c = &mut out[start..end];
-                            micro(kc, a_blk, b, c, ldo, first, bias);
-                            if last && epilogue != Epilogue::None {
-                                for r in 0..MR {
-                                    apply(epilogue, &mut c[r * ldo..r * ldo + NR]);
-                                }
-                            }
-                        } else {
-                            // Edge tile: compute into a scratch tile, copy the valid part.
-                            for r in 0..rows {
-                                let src = &out[(row0 + r) * ldo + oc..(row0 + r) * ldo + oc + cols];
-                                tile[r * NR..r * NR + cols].copy_from_slice(src);
-                            }
-                            let mut full_bias = [0f32; NR];
-                            full_bias[..cols].copy_from_slice(bias);
-                            micro(kc, a_blk, b, &mut tile, NR, first, &full_bias);
-                            for r in 0..rows {
-                                let dst =
-                                    &mut out[(row0 + r) * ldo + oc..(row0 + r) * ldo + oc + cols];
-                                dst.copy_from_slice(&tile[r * NR..r * NR + cols]);
+                        let mut i0 = 0;
+                        while i0 < mc {
+                            let rows = MR.min(mc - i0);
+                            let row0 = m0 + i0;
+                            let blk = row0 / MR;
+                            let a_blk = &a[blk * MR * kc..(blk + 1) * MR * kc];
+                            if rows == MR && cols == NR {
+                                let start = row0 * ldo + oc;
+                                let end = (row0 + MR - 1) * ldo + oc + NR;
+                                let c = &mut out[start..end];
+                                micro(kc, a_blk, b, c, ldo, first, bias);
                                 if last && epilogue != Epilogue::None {
-                                    apply(epilogue, dst);
+                                    for r in 0..MR {
+                                        apply(epilogue, &mut c[r * ldo..r * ldo + NR]);
+                                    }
+                                }
+                            } else {
+                                // Edge tile: compute into a scratch tile, copy the valid part.
+                                for r in 0..rows {
+                                    let at = (row0 + r) * ldo + oc;
+                                    tile[r * NR..r * NR + cols]
+                                        .copy_from_slice(&out[at..at + cols]);
+                                }
+                                let mut full_bias = [0f32; NR];
+                                full_bias[..cols].copy_from_slice(bias);
+                                micro(kc, a_blk, b, &mut tile, NR, first, &full_bias);
+                                for r in 0..rows {
+                                    let at = (row0 + r) * ldo + oc;
+                                    let dst = &mut out[at..at + cols];
+                                    dst.copy_from_slice(&tile[r * NR..r * NR + cols]);
+                                    if last && epilogue != Epilogue::None {
+                                        apply(epilogue, dst);
+                                    }
                                 }
                             }
+                            i0 += MR;
                         }
-                        i0 += MR;
                     }
+                    m0 += mc;
                 }
-                m0 += mc;
+                q0 = q1;
             }
             k0 += kc;
         }
