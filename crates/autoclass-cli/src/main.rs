@@ -67,7 +67,8 @@ struct DownloadArgs {
 /// Where the checkpoint comes from.
 #[derive(Args, Debug, Clone)]
 struct Source {
-    /// A local folder or a Hub id (`org/name`) found in the Hugging Face cache.
+    /// A local folder or a Hub id (`org/name`): read from the Hugging Face cache, downloaded from
+    /// HF_ENDPOINT when missing there (unless --offline).
     model: String,
     /// Branch, tag or commit hash (Hub ids only).
     #[arg(long)]
@@ -331,28 +332,13 @@ fn download(args: DownloadArgs) -> autoclass::Result<()> {
         .cache_dir
         .clone()
         .unwrap_or_else(autoclass::hub::default_cache_dir);
-    let folder = if autoclass::hub::offline_mode() {
-        // huggingface_hub's snapshot_download offline: the cached snapshot, if any.
-        let checkpoint = Checkpoint::resolve(
-            &args.repo_id,
-            &HubOptions {
-                revision: Some(args.revision.clone()),
-                cache_dir: Some(cache),
-                local_files_only: true,
-                ..HubOptions::default()
-            },
-        )?;
-        checkpoint.dir().ok_or_else(|| {
-            autoclass::Error::input(format!("{} is not in the cache", args.repo_id))
-        })?
-    } else {
-        autoclass::HttpDownloader::from_env().snapshot(
-            &cache,
-            &args.repo_id,
-            &args.revision,
-            &args.include,
-        )?
-    };
+    // Offline (HF_HUB_OFFLINE) or unreachable: the cached snapshot, as snapshot_download does.
+    let folder = autoclass::HttpDownloader::from_env().snapshot(
+        &cache,
+        &args.repo_id,
+        &args.revision,
+        &args.include,
+    )?;
     println!("{}", folder.display());
     Ok(())
 }

@@ -198,6 +198,9 @@ fn from_pretrained_downloads_what_it_needs_into_pythons_cache_layout() {
         .join("special_tokens_map.json")
         .is_file());
     assert!(leftovers(&cache.0).is_empty());
+    assert!(std::fs::read_to_string(cache.0.join("CACHEDIR.TAG"))
+        .unwrap()
+        .starts_with("Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by huggingface_hub.\n"));
 
     // Only what the load needs was fetched: no .bin, no README.
     let log = hub.log();
@@ -382,6 +385,43 @@ fn an_interrupted_download_leaves_a_resumable_incomplete_file() {
     assert_eq!(cdn.len(), 1);
     assert_eq!(cdn[0].header("range"), Some("bytes=1000-"));
     assert!(leftovers(&cache.0).is_empty());
+    hub.stop();
+}
+
+#[test]
+fn a_complete_incomplete_file_is_checked_and_renamed_without_a_request() {
+    let hub = start();
+    let weights = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    let sha = sha256_hex(&weights);
+    let cache = TempDir::new("complete");
+    let blobs = storage(&cache.0, REPO).join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(blobs.join(format!("{sha}.incomplete")), &weights).unwrap();
+    downloader(&hub, None)
+        .download_file(&cache.0, REPO, "main", "model.safetensors")
+        .unwrap()
+        .unwrap();
+    assert_eq!(hub.log().iter().filter(|l| l.server == "cdn").count(), 0);
+    // A corrupt one of the right size is refused and removed, and the next call fetches it.
+    let cache = TempDir::new("corrupt");
+    let blobs = storage(&cache.0, REPO).join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(
+        blobs.join(format!("{sha}.incomplete")),
+        vec![0u8; weights.len()],
+    )
+    .unwrap();
+    let d = downloader(&hub, None);
+    let err = d
+        .download_file(&cache.0, REPO, "main", "model.safetensors")
+        .unwrap_err();
+    assert!(err.to_string().contains("has sha256"), "{err}");
+    assert!(leftovers(&cache.0).is_empty());
+    let path = d
+        .download_file(&cache.0, REPO, "main", "model.safetensors")
+        .unwrap()
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), weights);
     hub.stop();
 }
 

@@ -173,6 +173,21 @@ fn symlink(_target: &Path, _link: &Path) -> std::io::Result<()> {
     Err(std::io::Error::other("symlinks are not supported"))
 }
 
+/// huggingface_hub's `CACHEDIR_TAG_CONTENT` (the Cache Directory Tagging Standard).
+const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file is a cache directory tag created by huggingface_hub.\n\
+# For information about cache directory tags, see:\n\
+#\thttps://bford.info/cachedir/\n";
+
+/// Writes `CACHEDIR.TAG` in the cache folder if missing, so backup tools skip it (best effort,
+/// as huggingface_hub does).
+fn create_cachedir_tag(cache_dir: &Path) {
+    let tag = cache_dir.join("CACHEDIR.TAG");
+    if !tag.exists() {
+        let _ = fs::write(tag, CACHEDIR_TAG);
+    }
+}
+
 /// An exclusive lock on `.locks/…/{etag}.lock`, released when dropped (or when the process dies).
 struct BlobLock {
     file: File,
@@ -433,6 +448,10 @@ impl HttpDownloader {
         loop {
             let mut have = file.seek(SeekFrom::End(0)).map_err(io(incomplete))?;
             if let Some(size) = meta.size {
+                if have == size {
+                    // Complete already (interrupted before the rename): checked by the caller.
+                    return Ok(());
+                }
                 if have > size {
                     file.set_len(0).map_err(io(incomplete))?;
                     have = 0;
@@ -442,10 +461,12 @@ impl HttpDownloader {
             if have > 0 {
                 headers.push(("Range", format!("bytes={have}-")));
             }
+            let mut range_refused = false;
             let result = self
                 .client
                 .get_from(&meta.location, &headers, trusted.clone())
                 .and_then(|response| {
+                    range_refused = response.status == 416;
                     self.stream(response, &mut file, incomplete, meta, have, filename)
                 });
             match result {
@@ -453,6 +474,11 @@ impl HttpDownloader {
                 Err(Error::Connection { .. }) if attempts < MAX_RESUMES => {
                     attempts += 1;
                     log::info!("connection lost while downloading {filename}; resuming");
+                }
+                Err(Error::Download { .. }) if range_refused && attempts < MAX_RESUMES => {
+                    // 416: what we hold does not fit the file; start again from zero.
+                    attempts += 1;
+                    file.set_len(0).map_err(io(incomplete))?;
                 }
                 Err(e) => return Err(e),
             }
@@ -612,6 +638,8 @@ impl HttpDownloader {
             return Ok(Some(pointer));
         }
         create_parent(&blob)?;
+        create_parent(&pointer)?;
+        create_cachedir_tag(cache_dir);
         let lock_path = cache_dir
             .join(".locks")
             .join(repo_folder_name(repo_id))
@@ -661,7 +689,15 @@ impl HttpDownloader {
             return Err(Error::input(format!("invalid revision {revision:?}")));
         }
         let storage = cache_dir.join(repo_folder_name(repo_id));
-        let (commit, files) = match self.repo_info(repo_id, revision) {
+        let info = if super::offline_mode() {
+            Err(Error::Connection {
+                url: self.endpoint.clone(),
+                reason: "offline mode is enabled (HF_HUB_OFFLINE)".to_string(),
+            })
+        } else {
+            self.repo_info(repo_id, revision)
+        };
+        let (commit, files) = match info {
             Ok(info) => info,
             Err(error @ Error::Connection { .. }) => {
                 let commit = if is_commit_hash(revision) {
@@ -671,6 +707,7 @@ impl HttpDownloader {
                 };
                 let folder = commit.map(|c| storage.join("snapshots").join(c.trim()));
                 return match folder.filter(|f| f.is_dir()) {
+                    Some(folder) if super::offline_mode() => Ok(folder),
                     Some(folder) => {
                         log::warn!(
                             "Could not reach the Hub ({error}). Using the cached snapshot of \

@@ -74,6 +74,8 @@ impl Response {
 #[derive(Clone)]
 pub struct HttpClient {
     agent: ureq::Agent,
+    /// The same without the proxy from the environment, for loopback addresses.
+    direct: ureq::Agent,
     token: Option<String>,
 }
 
@@ -90,6 +92,19 @@ pub fn origin(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     Some(format!("{scheme}://{authority}").to_ascii_lowercase())
+}
+
+/// Whether `url` points at this machine (no proxy is used for it).
+fn is_loopback(url: &str) -> bool {
+    let Some(origin) = origin(url) else {
+        return false;
+    };
+    let host = origin.split("://").nth(1).unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    matches!(host, "localhost" | "[::1]") || host.starts_with("127.")
 }
 
 /// Resolves a `Location` header against the URL that sent it.
@@ -161,22 +176,24 @@ impl HttpClient {
         header_timeout: Duration,
         read_timeout: Duration,
     ) -> Self {
-        let config = ureq::Agent::config_builder()
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .timeout_connect(Some(header_timeout))
-            .timeout_send_request(Some(header_timeout))
-            .timeout_recv_response(Some(header_timeout))
-            .timeout_per_read(Some(read_timeout))
-            .timeout_per_write(Some(read_timeout))
-            .max_response_header_size(64 * 1024)
-            .user_agent(format!(
-                "autoclass/{}; rust; hf_hub-compatible",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build();
+        let builder = || {
+            ureq::Agent::config_builder()
+                .max_redirects(0)
+                .http_status_as_error(false)
+                .timeout_connect(Some(header_timeout))
+                .timeout_send_request(Some(header_timeout))
+                .timeout_recv_response(Some(header_timeout))
+                .timeout_per_read(Some(read_timeout))
+                .timeout_per_write(Some(read_timeout))
+                .max_response_header_size(64 * 1024)
+                .user_agent(format!(
+                    "autoclass/{}; rust; hf_hub-compatible",
+                    env!("CARGO_PKG_VERSION")
+                ))
+        };
         HttpClient {
-            agent: config.into(),
+            agent: builder().build().into(),
+            direct: builder().proxy(None).build().into(),
             token,
         }
     }
@@ -198,9 +215,20 @@ impl HttpClient {
             url: url.to_string(),
             reason: e.to_string(),
         };
+        if super::offline_mode() {
+            return Err(Error::Connection {
+                url: url.to_string(),
+                reason: "offline mode is enabled (HF_HUB_OFFLINE)".to_string(),
+            });
+        }
+        let agent = if is_loopback(url) {
+            &self.direct
+        } else {
+            &self.agent
+        };
         let mut request = match method {
-            "HEAD" => self.agent.head(url),
-            _ => self.agent.get(url),
+            "HEAD" => agent.head(url),
+            _ => agent.get(url),
         };
         request = request.header("Accept-Encoding", "identity");
         if auth {

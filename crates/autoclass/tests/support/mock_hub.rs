@@ -427,9 +427,15 @@ fn hub(request: &Request, state: &Mutex<HubState>, cdn_url: &str) -> Reply {
 
     if let Some(rest) = path.strip_prefix("/api/models/") {
         let parts: Vec<&str> = rest.splitn(4, '/').collect();
+        let mut tree = false;
         let (repo_id, revision) = match parts.as_slice() {
             [org, name] => (format!("{org}/{name}"), "main".to_string()),
             [org, name, "revision", rev] => (format!("{org}/{name}"), percent_decode(rev)),
+            // huggingface_hub's list_repo_tree (snapshot_download lists files with it).
+            [org, name, "tree", rev] => {
+                tree = true;
+                (format!("{org}/{name}"), percent_decode(rev))
+            }
             _ => return Reply::error(404, "RepoNotFound", "Repository not found"),
         };
         if let Some(new) = state.renamed.get(&repo_id) {
@@ -450,6 +456,25 @@ fn hub(request: &Request, state: &Mutex<HubState>, cdn_url: &str) -> Reply {
         let Some(commit) = commit_of(repo, &revision) else {
             return Reply::error(404, "RevisionNotFound", "Invalid rev id");
         };
+        if tree {
+            let entries: Vec<_> = repo
+                .files
+                .iter()
+                .map(|(path, content)| {
+                    let mut entry = serde_json::json!({
+                        "type": "file", "path": path, "size": content.len(),
+                        "oid": small_etag(content),
+                    });
+                    if is_lfs(path, content) {
+                        entry["lfs"] = serde_json::json!({
+                            "oid": sha256_hex(content), "size": content.len(), "pointerSize": 134,
+                        });
+                    }
+                    entry
+                })
+                .collect();
+            return json_reply(&serde_json::Value::Array(entries));
+        }
         let siblings: Vec<_> = repo
             .files
             .keys()
