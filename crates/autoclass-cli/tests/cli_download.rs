@@ -285,3 +285,66 @@ fn download_include_offline_and_gated() {
     assert!(hub.log().is_empty());
     hub.stop();
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_leaves_a_resumable_incomplete_blob() {
+    let hub = start();
+    hub.state.lock().unwrap().throttle_ms = 100;
+    let home = TempDir::new("sigint");
+    let weights = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    let sha = mock_hub::sha256_hex(&weights);
+    let blobs = home.0.join("hub/models--org--name/blobs");
+    let incomplete = blobs.join(format!("{sha}.incomplete"));
+    let mut child = autoclass(
+        &["download", "org/name", "--include", "model.safetensors"],
+        &hub.url,
+        &home.0,
+        &[],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    // Wait for some bytes, then send SIGINT as Ctrl-C does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::metadata(&incomplete).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no download started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(!child.wait().unwrap().success());
+    let partial = std::fs::metadata(&incomplete).unwrap().len();
+    assert!(partial > 0 && partial < weights.len() as u64, "{partial}");
+    assert!(!blobs.join(&sha).exists());
+
+    // The next run resumes from there.
+    hub.clear_log();
+    hub.state.lock().unwrap().throttle_ms = 0;
+    ok(autoclass(
+        &["download", "org/name", "--include", "model.safetensors"],
+        &hub.url,
+        &home.0,
+        &[],
+    )
+    .output()
+    .unwrap());
+    let log = hub.log();
+    let cdn: Vec<_> = log.iter().filter(|l| l.server == "cdn").collect();
+    assert_eq!(cdn.len(), 1);
+    let range = cdn[0].header("range").unwrap();
+    let start: u64 = range
+        .strip_prefix("bytes=")
+        .unwrap()
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
+    assert_eq!(start, partial, "{range}");
+    assert_eq!(std::fs::read(blobs.join(&sha)).unwrap(), weights);
+    assert!(incomplete_files(&home.0).is_empty());
+    hub.stop();
+}
