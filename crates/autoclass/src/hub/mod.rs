@@ -203,7 +203,10 @@ impl fmt::Debug for Checkpoint {
 }
 
 impl Checkpoint {
-    /// Resolves `name_or_path` to a local folder or a repo in the Hugging Face cache.
+    /// Resolves `name_or_path` to a local folder or a repo in the Hugging Face cache. With a
+    /// downloader (and not offline), the revision is first resolved to a commit on the Hub (one
+    /// request); files are then fetched on demand by [`Checkpoint::get`], pinned to that commit.
+    /// When the Hub cannot be reached, the commit cached in `refs/` is used with a warning.
     pub fn resolve(name_or_path: &str, options: &HubOptions) -> Result<Self> {
         let revision = options
             .revision
@@ -266,7 +269,15 @@ impl Checkpoint {
             }
             Some(downloader) => {
                 match downloader.resolve_revision(&cache_dir, name_or_path, &revision) {
-                    Ok(commit) => Some(commit),
+                    Ok(commit) if is_commit_hash(&commit) => Some(commit),
+                    Ok(commit) => {
+                        return Err(Error::download(
+                            name_or_path,
+                            format!(
+                                "revision {revision} resolved to {commit:?}, not a commit hash"
+                            ),
+                        ))
+                    }
                     Err(error @ Error::Connection { .. }) => match cached_commit() {
                         Some(commit) => {
                             log::warn!(
@@ -335,7 +346,8 @@ impl Checkpoint {
         }
     }
 
-    /// The path of `filename` if the checkpoint has it, `None` if it does not.
+    /// The path of `filename` if the checkpoint has it, `None` if it does not. A file neither
+    /// in the cache nor marked missing in `.no_exist/` is downloaded when a downloader is set.
     pub fn get(&self, filename: &str) -> Result<Option<PathBuf>> {
         if filename.split('/').any(|part| part == "..") || filename.starts_with('/') {
             return Err(Error::input(format!(
