@@ -45,12 +45,14 @@ pub enum Error {
 
     /// Offline (or no downloader) and the repo/file is not in the Hugging Face cache.
     #[error(
-        "We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find \
+        "We couldn't connect to '{endpoint}' to load the files, and couldn't find \
          them in the cached files.\nCheck your internet connection or see how to run the library \
          in offline mode at 'https://huggingface.co/docs/transformers/installation#offline-mode'. \
          (looked for {filename} of {repo_id} at revision {revision} in {cache})"
     )]
     NotCached {
+        /// The Hub endpoint (`HF_ENDPOINT`, default `https://huggingface.co`).
+        endpoint: String,
         /// The Hub repo id.
         repo_id: String,
         /// The revision asked for.
