@@ -3,7 +3,8 @@
 //! the Rust tests use). Prints `HUB http://127.0.0.1:PORT` once listening.
 //!
 //! `cargo run -p autoclass --example mock_hub [-- PORT]`; repos: `org/name`
-//! (bert_sequence_classification), `org/sharded` (bert_sharded).
+//! (bert_sequence_classification), `org/sharded` (bert_sharded), `org/big` (one 3 MiB file, to
+//! see the progress bar). `MOCK_HUB_THROTTLE_MS` slows the CDN (milliseconds per 8 KiB).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/support/mock_hub.rs"]
@@ -34,6 +35,20 @@ fn main() {
             "5555555555666666666677777777778888888888",
         ),
     );
+    // 3 MiB of deterministic bytes: large enough for a progress bar.
+    let big: Vec<u8> = (0..3u32 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    state.repos.insert(
+        "org/big".into(),
+        mock_hub::MockRepo {
+            commit: "9999999999aaaaaaaaaabbbbbbbbbbcccccccccc".into(),
+            ..Default::default()
+        }
+        .with_file("big.bin", &big),
+    );
+    state.throttle_ms = std::env::var("MOCK_HUB_THROTTLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let hub = mock_hub::MockHub::start_on(state, port, 0);
     println!("HUB {}", hub.url);
     std::io::stdout().flush().unwrap();

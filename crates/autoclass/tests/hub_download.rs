@@ -540,6 +540,11 @@ fn hostile_servers_get_clear_errors() {
         ("hostile/toolong", "does not match the announced size"),
         ("hostile/badsha256", "has sha256"),
         ("hostile/slow", "could not reach"),
+        ("hostile/down", "could not reach"),
+        (
+            "hostile/forbidden",
+            "There was a specific connection error when trying to load hostile/forbidden:\n403 Forbidden: You do not have access to this file.",
+        ),
     ] {
         let err = hostile_error(repo);
         assert!(err.to_string().contains(needle), "{repo}: {err}");

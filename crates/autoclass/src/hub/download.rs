@@ -241,9 +241,17 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    /// Replaces the bar by one line: the file, its size and the mean speed.
+    fn finish(&self, filename: &str) {
         if let Some(bar) = &self.0 {
-            bar.finish();
+            let elapsed = bar.elapsed().as_secs_f64().max(1e-3);
+            let bytes = bar.position();
+            bar.finish_and_clear();
+            eprintln!(
+                "downloaded {filename} ({}, {}/s)",
+                indicatif::BinaryBytes(bytes),
+                indicatif::BinaryBytes((bytes as f64 / elapsed) as u64)
+            );
         }
     }
 }
@@ -576,7 +584,7 @@ impl HttpDownloader {
             progress.set(written);
         }
         file.flush().map_err(io(incomplete))?;
-        progress.finish();
+        progress.finish(filename);
         if let Some(size) = meta.size {
             if written != size {
                 return Err(Error::Connection {

@@ -634,6 +634,8 @@ fn hostile(path: &str, cdn_url: &str) -> Option<Reply> {
             .header("X-Repo-Commit", COMMIT)
             .header("X-Linked-Etag", format!("\"{}\"", "b".repeat(64)))
             .body(b"{}".to_vec()),
+        "forbidden" => Reply::error(403, "", "You do not have access to this file"),
+        "down" => Reply::new(503),
         // Never answers in time.
         "slow" => {
             std::thread::sleep(Duration::from_secs(5));
