@@ -45,14 +45,13 @@ pub enum Error {
 
     /// Offline (or no downloader) and the repo/file is not in the Hugging Face cache.
     #[error(
-        "We couldn't connect to '{endpoint}' to load the files, and couldn't find \
+        "We couldn't connect to '{}' to load the files, and couldn't find \
          them in the cached files.\nCheck your internet connection or see how to run the library \
          in offline mode at 'https://huggingface.co/docs/transformers/installation#offline-mode'. \
-         (looked for {filename} of {repo_id} at revision {revision} in {cache})"
+         (looked for {filename} of {repo_id} at revision {revision} in {cache})",
+        crate::hub::download::endpoint_from_env()
     )]
     NotCached {
-        /// The Hub endpoint (`HF_ENDPOINT`, default `https://huggingface.co`).
-        endpoint: String,
         /// The Hub repo id.
         repo_id: String,
         /// The revision asked for.

@@ -248,7 +248,6 @@ impl Checkpoint {
             }
         };
         let not_cached = |filename: &str| Error::NotCached {
-            endpoint: download::endpoint_from_env(),
             repo_id: name_or_path.to_string(),
             revision: revision.clone(),
             filename: filename.to_string(),
@@ -384,7 +383,6 @@ impl Checkpoint {
                             Err(Error::Connection { url, reason }) => {
                                 log::warn!("Could not reach {url}: {reason}");
                                 Err(Error::NotCached {
-                                    endpoint: download::endpoint_from_env(),
                                     repo_id: repo_id.clone(),
                                     revision: self.revision.clone(),
                                     filename: full,
