@@ -270,8 +270,19 @@ fn download_include_offline_and_gated() {
             .unwrap(),
     );
 
-    // --offline on an uncached repo: transformers' connection message, no request.
+    // HF_HUB_OFFLINE=1 with the server up: what is cached works, and not one request is made.
     hub.clear_log();
+    ok(autoclass(
+        &["tokenize", "org/name", "--text", "hi"],
+        &hub.url,
+        &home.0,
+        &[("HF_HUB_OFFLINE", "1")],
+    )
+    .output()
+    .unwrap());
+    assert!(hub.log().is_empty(), "{:?}", hub.log());
+
+    // --offline on an uncached repo: transformers' connection message, no request.
     let out = autoclass(
         &["tokenize", "org/other", "--text", "hi", "--offline"],
         &hub.url,
