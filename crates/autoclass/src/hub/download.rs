@@ -213,6 +213,75 @@ impl Drop for BlobLock {
     }
 }
 
+/// The sha256 of the bytes written so far to an `.incomplete` file (when the etag is a sha256),
+/// kept while streaming so a large file is not read twice.
+struct Hashing {
+    hasher: Option<Sha256>,
+    bytes: u64,
+}
+
+impl Hashing {
+    fn new(enabled: bool) -> Hashing {
+        Hashing {
+            hasher: enabled.then(Sha256::new),
+            bytes: 0,
+        }
+    }
+
+    fn update(&mut self, chunk: &[u8]) {
+        if let Some(h) = &mut self.hasher {
+            h.update(chunk);
+        }
+        self.bytes += chunk.len() as u64;
+    }
+
+    fn reset(&mut self) {
+        *self = Hashing::new(self.hasher.is_some());
+    }
+
+    /// Makes the state cover the first `have` bytes of `file` (after a resume or a restart).
+    fn sync(&mut self, file: &mut File, path: &Path, have: u64) -> Result<()> {
+        if self.bytes == have {
+            return Ok(());
+        }
+        self.reset();
+        if self.hasher.is_none() {
+            self.bytes = have;
+            return Ok(());
+        }
+        file.seek(SeekFrom::Start(0)).map_err(io(path))?;
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut reader = (&mut *file).take(have);
+        loop {
+            let n = reader.read(&mut buffer).map_err(io(path))?;
+            if n == 0 {
+                break;
+            }
+            self.update(buffer.get(..n).unwrap_or_default());
+        }
+        file.seek(SeekFrom::End(0)).map_err(io(path))?;
+        if self.bytes != have {
+            return Err(Error::io(
+                path,
+                std::io::Error::other("the file changed while it was read"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn hex(self) -> Option<String> {
+        self.hasher
+            .map(|h| h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+/// An `.incomplete` file being written, with the hash of what it holds.
+struct Partial<'a> {
+    file: File,
+    path: &'a Path,
+    hashing: Hashing,
+}
+
 /// A progress bar on stderr, or nothing.
 struct Progress(Option<indicatif::ProgressBar>);
 
@@ -442,9 +511,15 @@ impl HttpDownloader {
         ))
     }
 
-    /// Streams `meta.location` into `incomplete`, resuming from what it already holds.
-    fn fetch_blob(&self, meta: &FileMetadata, incomplete: &Path, filename: &str) -> Result<()> {
-        let mut file = OpenOptions::new()
+    /// Streams `meta.location` into `incomplete`, resuming from what it already holds. Returns
+    /// the sha256 of the whole file when the etag is one.
+    fn fetch_blob(
+        &self,
+        meta: &FileMetadata,
+        incomplete: &Path,
+        filename: &str,
+    ) -> Result<Option<String>> {
+        let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
@@ -453,17 +528,30 @@ impl HttpDownloader {
             .map_err(io(incomplete))?;
         let trusted = origin(&self.endpoint);
         let mut attempts = 0;
+        let mut partial = Partial {
+            file,
+            path: incomplete,
+            hashing: Hashing::new(is_sha256(&meta.etag)),
+        };
         loop {
-            let mut have = file.seek(SeekFrom::End(0)).map_err(io(incomplete))?;
+            let mut have = partial
+                .file
+                .seek(SeekFrom::End(0))
+                .map_err(io(incomplete))?;
             if let Some(size) = meta.size {
-                if have == size {
-                    // Complete already (interrupted before the rename): checked by the caller.
-                    return Ok(());
-                }
                 if have > size {
-                    file.set_len(0).map_err(io(incomplete))?;
+                    partial.file.set_len(0).map_err(io(incomplete))?;
+                    partial
+                        .file
+                        .seek(SeekFrom::Start(0))
+                        .map_err(io(incomplete))?;
                     have = 0;
                 }
+            }
+            partial.hashing.sync(&mut partial.file, incomplete, have)?;
+            if meta.size == Some(have) {
+                // Complete already (interrupted before the rename): checked by the caller.
+                return Ok(partial.hashing.hex());
             }
             let mut headers = Vec::new();
             if have > 0 {
@@ -475,10 +563,10 @@ impl HttpDownloader {
                 .get_from(&meta.location, &headers, trusted.clone())
                 .and_then(|response| {
                     range_refused = response.status == 416;
-                    self.stream(response, &mut file, incomplete, meta, have, filename)
+                    self.stream(response, &mut partial, meta, have, filename)
                 });
             match result {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(partial.hashing.hex()),
                 Err(Error::Connection { .. }) if attempts < MAX_RESUMES => {
                     attempts += 1;
                     log::info!("connection lost while downloading {filename}; resuming");
@@ -486,7 +574,7 @@ impl HttpDownloader {
                 Err(Error::Download { .. }) if range_refused && attempts < MAX_RESUMES => {
                     // 416: what we hold does not fit the file; start again from zero.
                     attempts += 1;
-                    file.set_len(0).map_err(io(incomplete))?;
+                    partial.file.set_len(0).map_err(io(incomplete))?;
                 }
                 Err(e) => return Err(e),
             }
@@ -496,12 +584,17 @@ impl HttpDownloader {
     fn stream(
         &self,
         response: Response,
-        file: &mut File,
-        incomplete: &Path,
+        partial: &mut Partial,
         meta: &FileMetadata,
         have: u64,
         filename: &str,
     ) -> Result<()> {
+        let Partial {
+            file,
+            path: incomplete,
+            hashing,
+        } = partial;
+        let incomplete: &Path = incomplete;
         let url = response.url.clone();
         let mut start = have;
         match response.status {
@@ -523,6 +616,7 @@ impl HttpDownloader {
                 if have > 0 {
                     file.set_len(0).map_err(io(incomplete))?;
                     file.seek(SeekFrom::Start(0)).map_err(io(incomplete))?;
+                    hashing.reset();
                     start = 0;
                 }
             }
@@ -581,6 +675,7 @@ impl HttpDownloader {
             }
             let chunk = buffer.get(..n).unwrap_or_default();
             file.write_all(chunk).map_err(io(incomplete))?;
+            hashing.update(chunk);
             progress.set(written);
         }
         file.flush().map_err(io(incomplete))?;
@@ -657,9 +752,7 @@ impl HttpDownloader {
             let incomplete = storage
                 .join("blobs")
                 .join(format!("{}.incomplete", meta.etag));
-            self.fetch_blob(&meta, &incomplete, filename)?;
-            if is_sha256(&meta.etag) {
-                let digest = sha256_file(&incomplete)?;
+            if let Some(digest) = self.fetch_blob(&meta, &incomplete, filename)? {
                 if !digest.eq_ignore_ascii_case(&meta.etag) {
                     let _ = fs::remove_file(&incomplete);
                     return Err(Error::download(
