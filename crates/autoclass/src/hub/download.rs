@@ -371,8 +371,8 @@ impl HttpDownloader {
         )
     }
 
-    /// Maps a failed response to transformers' errors; `Ok(())` for `EntryNotFound` is left
-    /// to the caller (`missing` tells which).
+    /// Maps a failed response to transformers' errors (`file_metadata` handles `EntryNotFound`
+    /// on files itself; elsewhere it is an error). Statuses >= 500 count as an unreachable Hub.
     fn failure(&self, repo_id: &str, revision: &str, response: Response) -> Error {
         let status = response.status;
         let url = response.url.clone();
