@@ -574,3 +574,43 @@ fn hostile_repo_listings_are_refused() {
     assert!(hub.log().is_empty());
     hub.stop();
 }
+
+#[test]
+fn sharded_weights_are_fetched_in_transformers_order() {
+    let sharded = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert_sharded");
+    let mut state = HubState::default();
+    state.repos.insert(
+        "org/sharded".into(),
+        MockRepo::from_dir(&sharded, COMMIT).with_file("pytorch_model.bin", b"not needed"),
+    );
+    let hub = MockHub::start(state);
+    let cache = TempDir::new("sharded");
+    let opts = options(&hub, &cache.0, None);
+    autoclass::AutoModelForTokenClassification::from_pretrained_with(
+        "org/sharded",
+        &load_options(opts),
+    )
+    .unwrap();
+    let log = requests(&hub.log());
+    let position = |method: &str, file: &str| {
+        log.iter()
+            .position(|(_, m, p)| m == method && p.ends_with(&format!("/{file}")))
+    };
+    // model.safetensors is asked first (missing), then the index, then every shard from the CDN;
+    // pytorch_model.bin is never asked.
+    let single = position("HEAD", "model.safetensors").unwrap();
+    let index = position("GET", "model.safetensors.index.json").unwrap();
+    assert!(single < index);
+    for i in 1..=6 {
+        let shard = format!("model-{i:05}-of-00006.safetensors");
+        assert!(position("HEAD", &shard).unwrap() > index, "{shard}");
+    }
+    assert_eq!(log.iter().filter(|(s, _, _)| s == "cdn").count(), 6);
+    assert_eq!(position("HEAD", "pytorch_model.bin"), None);
+    assert!(storage(&cache.0, "org/sharded")
+        .join(".no_exist")
+        .join(COMMIT)
+        .join("model.safetensors")
+        .is_file());
+    hub.stop();
+}
