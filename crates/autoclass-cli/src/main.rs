@@ -44,12 +44,31 @@ enum Command {
     /// Time the forward pass and the whole pipeline on synthetic inputs of a given shape
     /// (a benchmark harness; see benches/README.md).
     Bench(bench::BenchArgs),
+    /// Download a whole Hub repo (or the files matching --include) into the Hugging Face cache
+    /// and print the snapshot folder, as `huggingface-cli download` / `snapshot_download` do.
+    Download(DownloadArgs),
+}
+
+#[derive(Args, Debug)]
+struct DownloadArgs {
+    /// The Hub repo id (`org/name`).
+    repo_id: String,
+    /// Branch, tag or commit hash.
+    #[arg(long, default_value = "main")]
+    revision: String,
+    /// Only files matching this pattern (fnmatch: `*.json`, `model-*.safetensors`); repeatable.
+    #[arg(long = "include")]
+    include: Vec<String>,
+    /// Hub cache folder (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
 }
 
 /// Where the checkpoint comes from.
 #[derive(Args, Debug, Clone)]
 struct Source {
-    /// A local folder or a Hub id (`org/name`) found in the Hugging Face cache.
+    /// A local folder or a Hub id (`org/name`): read from the Hugging Face cache, downloaded from
+    /// HF_ENDPOINT when missing there (unless --offline).
     model: String,
     /// Branch, tag or commit hash (Hub ids only).
     #[arg(long)]
@@ -60,15 +79,25 @@ struct Source {
     /// Hub cache folder (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Never touch the network: use only local folders and the Hub cache (as HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
 }
 
 impl Source {
+    /// Downloads what the cache lacks from HF_ENDPOINT, unless --offline or HF_HUB_OFFLINE.
     fn hub(&self) -> HubOptions {
+        let base = if self.offline {
+            HubOptions::default()
+        } else {
+            HubOptions::online()
+        };
         HubOptions {
             revision: self.revision.clone(),
             subfolder: self.subfolder.clone(),
             cache_dir: self.cache_dir.clone(),
-            ..HubOptions::default()
+            local_files_only: self.offline,
+            ..base
         }
     }
 }
@@ -290,6 +319,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect(args),
         Command::Preprocess(args) => preprocess(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Download(args) => download(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -299,6 +329,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn download(args: DownloadArgs) -> autoclass::Result<()> {
+    let cache = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(autoclass::hub::default_cache_dir);
+    // Offline (HF_HUB_OFFLINE) or unreachable: the cached snapshot, as snapshot_download does.
+    let folder = autoclass::HttpDownloader::from_env().snapshot(
+        &cache,
+        &args.repo_id,
+        &args.revision,
+        &args.include,
+    )?;
+    println!("{}", folder.display());
+    Ok(())
 }
 
 fn tokenize(args: TokenizeArgs) -> autoclass::Result<()> {

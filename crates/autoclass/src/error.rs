@@ -45,10 +45,11 @@ pub enum Error {
 
     /// Offline (or no downloader) and the repo/file is not in the Hugging Face cache.
     #[error(
-        "We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find \
+        "We couldn't connect to '{}' to load the files, and couldn't find \
          them in the cached files.\nCheck your internet connection or see how to run the library \
          in offline mode at 'https://huggingface.co/docs/transformers/installation#offline-mode'. \
-         (looked for {filename} of {repo_id} at revision {revision} in {cache})"
+         (looked for {filename} of {repo_id} at revision {revision} in {cache})",
+        crate::hub::download::endpoint_from_env()
     )]
     NotCached {
         /// The Hub repo id.
@@ -59,6 +60,59 @@ pub enum Error {
         filename: String,
         /// The cache folder searched.
         cache: PathBuf,
+    },
+
+    /// The Hub could not be reached (connection refused, DNS, timeout, TLS) or answered 5xx.
+    #[error("could not reach {url}: {reason}")]
+    Connection {
+        /// The URL asked for.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The server answered something the download protocol refuses (bad headers, too many
+    /// redirects, a size or checksum mismatch, a path that escapes the cache).
+    #[error("download from {url} failed: {reason}")]
+    Download {
+        /// The URL (or file) concerned.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The repo is gated and the token (if any) has no access (transformers' wording).
+    #[error(
+        "You are trying to access a gated repo.\nMake sure to have access to it at \
+         https://huggingface.co/{repo_id}.\n{message}"
+    )]
+    GatedRepo {
+        /// The Hub repo id.
+        repo_id: String,
+        /// The Hub's explanation.
+        message: String,
+    },
+
+    /// The branch, tag or commit does not exist on the Hub (transformers' wording).
+    #[error(
+        "{revision} is not a valid git identifier (branch name, tag name or commit id) that \
+         exists for this model name. Check the model page at 'https://huggingface.co/{repo_id}' \
+         for available revisions."
+    )]
+    RevisionNotFound {
+        /// The Hub repo id.
+        repo_id: String,
+        /// The revision asked for.
+        revision: String,
+    },
+
+    /// Any other HTTP error from the Hub (transformers' wording).
+    #[error("There was a specific connection error when trying to load {repo_id}:\n{message}")]
+    HubHttp {
+        /// The Hub repo id.
+        repo_id: String,
+        /// The status and the Hub's explanation.
+        message: String,
     },
 
     /// A required file is missing from a checkpoint (transformers' wording).
@@ -236,6 +290,14 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// An [`Error::Download`] for `url`.
+    pub fn download(url: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Download {
+            url: url.into(),
+            reason: reason.into(),
         }
     }
 

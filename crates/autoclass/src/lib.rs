@@ -39,7 +39,7 @@ pub use auto::{
 };
 pub use config::{AutoConfig, Config, ConfigOverrides};
 pub use error::{Error, Result};
-pub use hub::{Checkpoint, Downloader, HubOptions};
+pub use hub::{Checkpoint, Downloader, HttpDownloader, HubOptions};
 pub use models::{Batch, ForwardOptions, ModelOutput};
 pub use registry::{Architecture, Task, ARCHITECTURES};
 pub use tokenization::{AutoTokenizer, EncodeOptions, Encoding, Padding, Tokenizer, Truncation};

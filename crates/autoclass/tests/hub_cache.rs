@@ -28,6 +28,8 @@ const MAIN: &str = "4f1e6c2a9b0d3e5f7a8c1b2d4e6f8a0b1c3d5e7f";
 const V1: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
 /// A commit in `snapshots/` that no ref points to: reachable by its hash only.
 const OLD: &str = "0000000000111111111122222222223333333333";
+/// What the fake Hub says `main` of a repo missing from the cache points to.
+const OTHER: &str = "9999999999888888888877777777776666666666";
 const FIXTURE: &str = "bert_sequence_classification";
 const FILES: [&str; 4] = [
     "config.json",
@@ -661,7 +663,8 @@ fn model_through_cache_matches_fixture_folder() {
     assert_close("tokenized through cache", &tokenized, &expected, 1e-4);
 }
 
-/// Records every download request and answers "the Hub does not have it".
+/// Records every download request and answers "the Hub does not have it"; revisions resolve to
+/// what the cache's refs hold (`OTHER` for repos it lacks), as the Hub would answer.
 #[derive(Default)]
 struct Recorder {
     calls: Mutex<Vec<(PathBuf, String, String, String)>>,
@@ -674,6 +677,19 @@ impl Recorder {
 }
 
 impl Downloader for Recorder {
+    fn resolve_revision(
+        &self,
+        cache_dir: &Path,
+        repo_id: &str,
+        revision: &str,
+    ) -> autoclass::Result<String> {
+        let refs = cache_dir
+            .join(autoclass::hub::repo_folder_name(repo_id))
+            .join("refs")
+            .join(revision);
+        Ok(std::fs::read_to_string(refs).unwrap_or_else(|_| OTHER.to_string()))
+    }
+
     fn download(
         &self,
         cache_dir: &Path,
@@ -899,8 +915,9 @@ fn environment_variables() {
         "HF_HUB_OFFLINE=0 shadows TRANSFORMERS_OFFLINE=1"
     );
 
-    // --- with a downloader: only files neither cached nor marked missing are fetched, and
-    // offline mode (env or local_files_only) never fetches.
+    // --- with a downloader: the revision is resolved to a commit once, files neither cached nor
+    // marked missing at that commit are fetched pinned to it, and offline mode (env or
+    // local_files_only) never fetches.
     set_env(&[("HF_HUB_OFFLINE", None), ("TRANSFORMERS_OFFLINE", None)]);
     let recorder = Arc::new(Recorder::default());
     let online = HubOptions {
@@ -921,7 +938,7 @@ fn environment_variables() {
         vec![(
             cache.clone(),
             REPO.to_string(),
-            "main".to_string(),
+            MAIN.to_string(),
             "added_tokens.json".to_string()
         )]
     );
@@ -937,13 +954,16 @@ fn environment_variables() {
         vec![(
             cache.clone(),
             REPO.to_string(),
-            "v1".to_string(),
+            V1.to_string(),
             "sub/config.json".to_string()
         )]
     );
     // A repo not in the cache resolves (to be downloaded) when online.
     let checkpoint = Checkpoint::resolve("org/other", &online).unwrap();
-    assert_eq!(checkpoint.dir(), None);
+    assert_eq!(
+        checkpoint.dir(),
+        Some(cache.join("models--org--other/snapshots").join(OTHER))
+    );
     assert_eq!(checkpoint.get("config.json").unwrap(), None);
     assert_eq!(recorder.take().len(), 1);
     // Offline: no fetch, and an uncached repo is an error.

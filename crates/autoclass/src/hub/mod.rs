@@ -3,8 +3,18 @@
 //! Follows `transformers.utils.hub.cached_files` and huggingface_hub's `try_to_load_from_cache`:
 //! the cache layout is `models--{org}--{name}/refs/{revision}` (a commit hash, read verbatim),
 //! `snapshots/{commit}/{path}` and `.no_exist/{commit}/{path}` markers for files known to be
-//! absent. Downloading plugs in through the [`Downloader`] trait; without one, only what is
-//! already cached can be used.
+//! absent. Downloading plugs in through the [`Downloader`] trait ([`HttpDownloader`] speaks the
+//! Hub's HTTP protocol); without one, only what is already cached can be used.
+//!
+//! With a downloader, the revision is resolved to a commit once per checkpoint (transformers 5's
+//! `resolve_revision`), so every file of one load comes from the same commit and files already
+//! cached (or known missing) at that commit cost no request. When the Hub cannot be reached, the
+//! commit cached in `refs/` is used with a warning.
+
+pub mod download;
+pub mod http;
+
+pub use download::HttpDownloader;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,8 +22,13 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
-/// Fetches a file of a Hub repo into the cache. Implemented by the download layer.
+/// Fetches a file of a Hub repo into the cache. Implemented by [`HttpDownloader`].
 pub trait Downloader: Send + Sync {
+    /// The commit `revision` (a branch, tag or commit) points to, recording it in
+    /// `refs/{revision}` of the cache. [`Error::Connection`] means the Hub could not be reached
+    /// (the caller then falls back on the cache).
+    fn resolve_revision(&self, cache_dir: &Path, repo_id: &str, revision: &str) -> Result<String>;
+
     /// Download `filename` (already joined with any subfolder) of `repo_id` at `revision` into
     /// the cache folder `cache_dir`, laid out as huggingface_hub lays it out. Returns the
     /// snapshot path, or `Ok(None)` when the Hub says the file does not exist.
@@ -41,6 +56,18 @@ pub struct HubOptions {
     pub downloader: Option<Arc<dyn Downloader>>,
 }
 
+impl HubOptions {
+    /// Options that download what the cache lacks, from `HF_ENDPOINT` with the token from
+    /// `HF_TOKEN` or `HF_HOME/token` (what transformers' `from_pretrained` does by default).
+    /// `HubOptions::default()` only reads the cache.
+    pub fn online() -> Self {
+        HubOptions {
+            downloader: Some(Arc::new(HttpDownloader::from_env())),
+            ..HubOptions::default()
+        }
+    }
+}
+
 impl fmt::Debug for HubOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HubOptions")
@@ -54,11 +81,11 @@ impl fmt::Debug for HubOptions {
 }
 
 /// huggingface_hub's `_is_true`.
-fn is_true(value: &str) -> bool {
+pub(crate) fn is_true(value: &str) -> bool {
     matches!(value.to_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE")
 }
 
-fn non_empty_env(name: &str) -> Option<String> {
+pub(crate) fn non_empty_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
@@ -78,14 +105,18 @@ pub fn default_cache_dir() -> PathBuf {
     {
         return expand_home(&dir);
     }
-    let hf_home = match non_empty_env("HF_HOME") {
+    default_hf_home().join("hub")
+}
+
+/// `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
+pub fn default_hf_home() -> PathBuf {
+    match non_empty_env("HF_HOME") {
         Some(home) => expand_home(&home),
         None => match non_empty_env("XDG_CACHE_HOME") {
             Some(xdg) => expand_home(&xdg).join("huggingface"),
             None => home_dir().join(".cache").join("huggingface"),
         },
-    };
-    hf_home.join("hub")
+    }
 }
 
 fn home_dir() -> PathBuf {
@@ -123,7 +154,7 @@ pub fn is_valid_repo_id(name: &str) -> bool {
     })
 }
 
-fn is_commit_hash(revision: &str) -> bool {
+pub(crate) fn is_commit_hash(revision: &str) -> bool {
     revision.len() == 40
         && revision
             .chars()
@@ -172,7 +203,10 @@ impl fmt::Debug for Checkpoint {
 }
 
 impl Checkpoint {
-    /// Resolves `name_or_path` to a local folder or a repo in the Hugging Face cache.
+    /// Resolves `name_or_path` to a local folder or a repo in the Hugging Face cache. With a
+    /// downloader (and not offline), the revision is first resolved to a commit on the Hub (one
+    /// request); files are then fetched on demand by [`Checkpoint::get`], pinned to that commit.
+    /// When the Hub cannot be reached, the commit cached in `refs/` is used with a warning.
     pub fn resolve(name_or_path: &str, options: &HubOptions) -> Result<Self> {
         let revision = options
             .revision
@@ -198,32 +232,69 @@ impl Checkpoint {
         }
         let cache_dir = options.cache_dir.clone().unwrap_or_else(default_cache_dir);
         let repo_dir = cache_dir.join(repo_folder_name(name_or_path));
-        let commit = if is_commit_hash(&revision) {
-            repo_dir
-                .join("snapshots")
-                .join(&revision)
-                .is_dir()
-                .then(|| revision.clone())
-        } else {
-            // Read verbatim, as huggingface_hub does: a trailing newline breaks the lookup there too.
-            std::fs::read_to_string(repo_dir.join("refs").join(&revision))
-                .ok()
-                .filter(|c| repo_dir.join("snapshots").join(c).is_dir())
+        // A commit is known to the cache when it has a snapshot or `.no_exist` markers.
+        let known = |commit: &str| {
+            repo_dir.join("snapshots").join(commit).is_dir()
+                || repo_dir.join(".no_exist").join(commit).is_dir()
         };
-        let can_download = !offline && options.downloader.is_some();
-        if commit.is_none() && !can_download {
-            if offline {
-                return Err(Error::NotCached {
-                    repo_id: name_or_path.to_string(),
-                    revision,
-                    filename: "config.json".to_string(),
-                    cache: cache_dir,
-                });
+        let cached_commit = || {
+            if is_commit_hash(&revision) {
+                known(&revision).then(|| revision.clone())
+            } else {
+                // Read verbatim, as huggingface_hub does: a trailing newline breaks the lookup there too.
+                std::fs::read_to_string(repo_dir.join("refs").join(&revision))
+                    .ok()
+                    .filter(|c| is_commit_hash(c) && known(c))
             }
-            return Err(Error::NotFound {
-                name: name_or_path.to_string(),
-            });
-        }
+        };
+        let not_cached = |filename: &str| Error::NotCached {
+            repo_id: name_or_path.to_string(),
+            revision: revision.clone(),
+            filename: filename.to_string(),
+            cache: cache_dir.clone(),
+        };
+        let downloader = options.downloader.clone().filter(|_| !offline);
+        let commit = match &downloader {
+            None => {
+                let commit = cached_commit();
+                if commit.is_none() {
+                    if offline {
+                        return Err(not_cached("config.json"));
+                    }
+                    return Err(Error::NotFound {
+                        name: name_or_path.to_string(),
+                    });
+                }
+                commit
+            }
+            Some(downloader) => {
+                match downloader.resolve_revision(&cache_dir, name_or_path, &revision) {
+                    Ok(commit) if is_commit_hash(&commit) => Some(commit),
+                    Ok(commit) => {
+                        return Err(Error::download(
+                            name_or_path,
+                            format!(
+                                "revision {revision} resolved to {commit:?}, not a commit hash"
+                            ),
+                        ))
+                    }
+                    Err(error @ Error::Connection { .. }) => match cached_commit() {
+                        Some(commit) => {
+                            log::warn!(
+                                "Could not reach the Hub ({error}). Using cached commit hash \
+                                 for '{name_or_path}'."
+                            );
+                            Some(commit)
+                        }
+                        None => {
+                            log::warn!("Could not reach the Hub: {error}");
+                            return Err(not_cached("config.json"));
+                        }
+                    },
+                    Err(e) => return Err(e),
+                }
+            }
+        };
         Ok(Checkpoint {
             name: name_or_path.to_string(),
             source: Source::Cache {
@@ -234,11 +305,7 @@ impl Checkpoint {
             revision,
             subfolder,
             offline,
-            downloader: if can_download {
-                options.downloader.clone()
-            } else {
-                None
-            },
+            downloader,
         })
     }
 
@@ -279,7 +346,8 @@ impl Checkpoint {
         }
     }
 
-    /// The path of `filename` if the checkpoint has it, `None` if it does not.
+    /// The path of `filename` if the checkpoint has it, `None` if it does not. A file neither
+    /// in the cache nor marked missing in `.no_exist/` is downloaded when a downloader is set.
     pub fn get(&self, filename: &str) -> Result<Option<PathBuf>> {
         if filename.split('/').any(|part| part == "..") || filename.starts_with('/') {
             return Err(Error::input(format!(
@@ -309,7 +377,20 @@ impl Checkpoint {
                 }
                 match &self.downloader {
                     Some(downloader) if !self.offline => {
-                        downloader.download(cache_dir, repo_id, &self.revision, &full)
+                        // Pinned to the resolved commit: every file of one load from one commit.
+                        let revision = commit.as_deref().unwrap_or(&self.revision);
+                        match downloader.download(cache_dir, repo_id, revision, &full) {
+                            Err(Error::Connection { url, reason }) => {
+                                log::warn!("Could not reach {url}: {reason}");
+                                Err(Error::NotCached {
+                                    repo_id: repo_id.clone(),
+                                    revision: self.revision.clone(),
+                                    filename: full,
+                                    cache: cache_dir.clone(),
+                                })
+                            }
+                            other => other,
+                        }
                     }
                     _ => Ok(None),
                 }
