@@ -144,6 +144,7 @@ pub fn attention(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -456,6 +456,7 @@ fn apply(epilogue: Epilogue, xs: &mut [f32]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -529,6 +530,7 @@ mod tests {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod speed {
     use super::*;
 
