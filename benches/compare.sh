@@ -60,8 +60,10 @@ now() { date +%s.%N; }
 
 run_a() { # shellcheck disable=SC2046
   "$BIN" bench $(args_of "$1") $(extra_a "$1") --iters "$ITERS" --warmup "$WARMUP" --threads "$THREADS" --dtype "$DTYPE" 2>/dev/null; }
+# The reference runs in REF_DTYPE (default f32: the bf16 and int8 targets compare with
+# transformers' f32).
 run_b() { # shellcheck disable=SC2046
-  "$PY" "$REF" $(args_of "$1") --iters "$ITERS" --warmup "$WARMUP" --threads "$THREADS" --dtype "$DTYPE" 2>/dev/null; }
+  "$PY" "$REF" $(args_of "$1") --iters "$ITERS" --warmup "$WARMUP" --threads "$THREADS" --dtype "${REF_DTYPE:-f32}" 2>/dev/null; }
 
 printf '%-4s %-48s %14s %14s %8s\n' workload what autoclass transformers ratio
 for w in $WORKLOADS; do

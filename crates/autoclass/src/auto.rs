@@ -73,7 +73,8 @@ impl Model {
         let store = open_checkpoint_weights(checkpoint)?;
         let dtype = options.dtype.resolve(config.dtype.as_deref(), &store);
         let device = options.device.clone().unwrap_or(Device::Cpu);
-        let vb = VarBuilder::new(store, dtype, device.clone(), arch.base_model_prefix());
+        let vb = VarBuilder::new(store, dtype, device.clone(), arch.base_model_prefix())
+            .with_int8_linear(options.dtype == DTypeChoice::Int8);
         let inner = arch.load(task, &config, &vb)?;
         let report = vb.report();
         report.warn(class_name, checkpoint.name());

@@ -11,6 +11,7 @@
 pub mod attention;
 pub mod elementwise;
 pub mod gemm;
+pub mod int8;
 
 use std::sync::OnceLock;
 

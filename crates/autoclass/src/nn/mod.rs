@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::kernels::attention::{AttentionShape, Seq};
-use crate::kernels::{self, gemm::Epilogue, gemm::PackedLinear};
+use crate::kernels::{self, gemm::Epilogue, gemm::PackedLinear, int8::QuantLinear};
 use crate::weights::{Init, VarBuilder};
 
 /// `nn.Linear`: `y = x Wᵀ + b`, with `W` stored `[out, in]`.
@@ -20,6 +20,7 @@ pub struct Linear {
     weight: Option<Tensor>,
     bias: Option<Tensor>,
     packed: Option<Arc<PackedLinear>>,
+    quant: Option<Arc<QuantLinear>>,
     out_dim: usize,
 }
 
@@ -39,6 +40,17 @@ impl Linear {
         } else {
             None
         };
+        if vb.int8_linear() && kernels::int8::available() {
+            if let Some(q) = quantize_linear(&weight, bias.as_ref()) {
+                return Ok(Linear {
+                    weight: None,
+                    bias: None,
+                    packed: None,
+                    quant: Some(Arc::new(q)),
+                    out_dim,
+                });
+            }
+        }
         Ok(Self::from_tensors(weight, bias))
     }
 
@@ -50,12 +62,14 @@ impl Linear {
                 weight: None,
                 bias: None,
                 packed: Some(Arc::new(packed)),
+                quant: None,
                 out_dim,
             },
             None => Linear {
                 weight: Some(weight),
                 bias,
                 packed: None,
+                quant: None,
                 out_dim,
             },
         }
@@ -82,6 +96,27 @@ impl Linear {
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {
             *last = out_dim;
+        }
+        if let Some(quant) = &self.quant {
+            if quant.in_features() != in_dim {
+                return Err(Error::input(format!(
+                    "linear layer expects {} input features, got {in_dim}",
+                    quant.in_features()
+                )));
+            }
+            let dtype = x.dtype();
+            let xf = x.to_dtype(DType::F32)?.contiguous()?;
+            let mut y = kernels::with_f32(&xf, |data| quant.forward(data, rows))
+                .flatten()
+                .ok_or_else(|| Error::input("the int8 linear layer needs a CPU tensor"))?;
+            if act == Some(Activation::Gelu) {
+                kernels::elementwise::gelu_erf_par(&mut y);
+            }
+            let y = Tensor::from_vec(y, out_dims, x.device())?.to_dtype(dtype)?;
+            return match act {
+                Some(a) if a != Activation::Gelu => a.forward(&y),
+                _ => Ok(y),
+            };
         }
         if let Some(packed) = &self.packed {
             if packed.in_features() != in_dim {
@@ -120,6 +155,17 @@ impl Linear {
             None => Ok(y),
         }
     }
+}
+
+/// Quantizes an `[out, in]` weight (and bias) to int8, if it is an f32 CPU tensor.
+fn quantize_linear(weight: &Tensor, bias: Option<&Tensor>) -> Option<QuantLinear> {
+    let (o, i) = weight.dims2().ok()?;
+    let wc = weight.contiguous().ok()?;
+    let b = match bias {
+        Some(b) => Some(kernels::with_f32(&b.contiguous().ok()?, |d| d.to_vec())?),
+        None => None,
+    };
+    kernels::with_f32(&wc, |w| QuantLinear::quantize(w, o, i, b.as_deref())).flatten()
 }
 
 /// Packs one or more `[out, in]` weights (stacked along `out`) with their biases, if the fast
@@ -360,17 +406,34 @@ impl MultiHeadAttention {
             }
             _ => None,
         };
-        let proj = match fused {
-            Some(p) => QkvProjection::Fused {
+        let fused_quant = match (&query.quant, &key.quant, &value.quant) {
+            (Some(q), Some(k), Some(v)) if key.out_dim == dim && value.out_dim == dim => {
+                QuantLinear::concat(&[q, k, v])
+            }
+            _ => None,
+        };
+        let proj = match (fused, fused_quant) {
+            (Some(p), _) => QkvProjection::Fused {
                 qkv: Linear {
                     weight: None,
                     bias: None,
                     out_dim: p.out_features(),
                     packed: Some(Arc::new(p)),
+                    quant: None,
                 },
                 dim,
             },
-            None => QkvProjection::Separate { query, key, value },
+            (None, Some(q)) => QkvProjection::Fused {
+                qkv: Linear {
+                    weight: None,
+                    bias: None,
+                    out_dim: q.out_features(),
+                    packed: None,
+                    quant: Some(Arc::new(q)),
+                },
+                dim,
+            },
+            (None, None) => QkvProjection::Separate { query, key, value },
         };
         MultiHeadAttention { proj, num_heads }
     }

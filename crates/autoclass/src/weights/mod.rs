@@ -147,6 +147,9 @@ pub enum DTypeChoice {
     F16,
     /// bfloat16.
     BF16,
+    /// Dynamic int8 quantization of Linear layers (AVX-512 VNNI CPUs; elsewhere f32): weights
+    /// int8 per output channel, activations u8 per row at run time, everything else f32.
+    Int8,
     /// The config's `dtype`/`torch_dtype`, else the checkpoint's first float tensor (transformers 5's default).
     Auto,
 }
@@ -158,9 +161,10 @@ impl std::str::FromStr for DTypeChoice {
             "f32" | "float32" => Ok(DTypeChoice::F32),
             "f16" | "float16" | "half" => Ok(DTypeChoice::F16),
             "bf16" | "bfloat16" => Ok(DTypeChoice::BF16),
+            "int8" | "qint8" => Ok(DTypeChoice::Int8),
             "auto" => Ok(DTypeChoice::Auto),
             other => Err(Error::input(format!(
-                "unknown dtype `{other}`; use f32, f16, bf16 or auto"
+                "unknown dtype `{other}`; use f32, f16, bf16, int8 or auto"
             ))),
         }
     }
@@ -173,6 +177,7 @@ impl DTypeChoice {
             DTypeChoice::F32 => DType::F32,
             DTypeChoice::F16 => DType::F16,
             DTypeChoice::BF16 => DType::BF16,
+            DTypeChoice::Int8 => DType::F32,
             DTypeChoice::Auto => match config_dtype {
                 Some("float32") => DType::F32,
                 Some("float16") => DType::F16,
@@ -235,6 +240,8 @@ struct LoadState {
     missing: Mutex<Vec<String>>,
     /// (tensors, values) initialised so far because the checkpoint lacked them.
     init_budget: Mutex<(usize, usize)>,
+    /// Quantize Linear layers to int8 ([`DTypeChoice::Int8`]).
+    int8_linear: bool,
 }
 
 /// At most this many parameters may be missing from a checkpoint and newly initialised.
@@ -268,6 +275,7 @@ impl VarBuilder {
                 used: Mutex::new(HashSet::new()),
                 missing: Mutex::new(Vec::new()),
                 init_budget: Mutex::new((0, 0)),
+                int8_linear: false,
             }),
             path: Vec::new(),
         }
@@ -286,6 +294,19 @@ impl VarBuilder {
     /// The dtype weights are loaded in.
     pub fn dtype(&self) -> DType {
         self.state.dtype
+    }
+
+    /// Asks Linear layers to quantize their weights to int8 (call right after [`Self::new`]).
+    pub fn with_int8_linear(mut self, on: bool) -> Self {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.int8_linear = on;
+        }
+        self
+    }
+
+    /// Whether Linear layers quantize their weights to int8.
+    pub fn int8_linear(&self) -> bool {
+        self.state.int8_linear
     }
 
     /// The device weights are loaded on.
