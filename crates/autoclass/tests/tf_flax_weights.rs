@@ -172,8 +172,19 @@ fn tf_or_flax_only_folders_give_transformers_error() {
                 .err()
                 .unwrap_or_else(|| panic!("{folder}: loaded without the option"));
         assert_eq!(err.to_string(), want, "{folder}");
-        // and with the option it loads
-        Model::from_pretrained(name, Task::SequenceClassification, &options(option))
+        // with the option it loads, and gives transformers' logits for the fixture's texts
+        let model = Model::from_pretrained(name, Task::SequenceClassification, &options(option))
             .unwrap_or_else(|e| panic!("{folder}: {e}"));
+        let exp = expected(
+            fixtures()
+                .join("bert_sequence_classification")
+                .join("expected.safetensors"),
+        );
+        let mut batch = Batch::new();
+        for key in ["input_ids", "attention_mask", "token_type_ids"] {
+            batch.insert(key, exp[key].clone());
+        }
+        let out = model.forward(&batch).unwrap();
+        assert_close(folder, out.require("logits").unwrap(), &exp["logits"], 1e-4);
     }
 }

@@ -370,7 +370,6 @@ impl<'a> File<'a> {
             }
             let size = c.uint(1 << (flags & 0x03))?;
             let body = c.take(usize::try_from(size).unwrap_or(usize::MAX))?;
-            self.v2_messages(body, flags, &mut header, &mut blocks)?;
             let end = c.pos;
             let stored = c.u32()?;
             let whole = c
@@ -382,6 +381,7 @@ impl<'a> File<'a> {
                     "object header at {addr} fails its checksum (corrupted file)"
                 ));
             }
+            self.v2_messages(body, flags, &mut header, &mut blocks)?;
             let mut count = 0usize;
             while let Some((a, len)) = blocks.pop() {
                 count += 1;
@@ -567,11 +567,20 @@ impl<'a> File<'a> {
             let heap = self.local_heap(heap)?;
             let mut found = None;
             let mut visited = HashSet::new();
+            let mut soft = false;
             self.walk_group_btree(btree, heap, 0, &mut visited, &mut |n, addr| {
-                if n == name.as_bytes() && found.is_none() {
-                    found = Some(addr);
+                if n == name.as_bytes() && found.is_none() && !soft {
+                    match addr {
+                        Some(a) => found = Some(a),
+                        None => soft = true,
+                    }
                 }
             })?;
+            if soft {
+                return fail(format!(
+                    "link {name:?} is a soft link (or has no object), which is not followed"
+                ));
+            }
             return Ok(found);
         }
         let mut found = None;
@@ -658,7 +667,7 @@ impl<'a> File<'a> {
         heap: &'a [u8],
         depth: usize,
         visited: &mut HashSet<u64>,
-        f: &mut dyn FnMut(&'a [u8], u64),
+        f: &mut dyn FnMut(&'a [u8], Option<u64>),
     ) -> HResult<()> {
         if depth > MAX_BTREE_DEPTH {
             return fail(format!(
@@ -681,7 +690,8 @@ impl<'a> File<'a> {
             for _ in 0..n {
                 let name_off = c.length()?;
                 let obj = c.addr()?;
-                c.skip(4 + 4 + 16)?;
+                let cache_type = c.u32()?;
+                c.skip(4 + 16)?;
                 let name = usize::try_from(name_off)
                     .ok()
                     .and_then(|o| heap.get(o..))
@@ -693,15 +703,15 @@ impl<'a> File<'a> {
                 let end = name.iter().position(|&b| b == 0).ok_or_else(|| {
                     H5Error("a link name in the local heap is not NUL-terminated".into())
                 })?;
-                let obj =
-                    obj.ok_or_else(|| H5Error("a symbol table entry has no object".into()))?;
+                // cache type 2: a soft link (its target is a path in the heap, not an object)
+                let obj = if cache_type == 2 { None } else { obj };
                 f(name.get(..end).unwrap_or_default(), obj);
             }
             return Ok(());
         }
         if sig != b"TREE" {
             return fail(format!(
-                "the group B-tree node at {addr} lacks its TREE signature"
+                "the group B-tree node at {addr} lacks its TREE/SNOD signature"
             ));
         }
         let node_type = c.u8()?;
@@ -710,7 +720,7 @@ impl<'a> File<'a> {
                 "the group B-tree at {addr} has node type {node_type}, not 0 (group)"
             ));
         }
-        let level = c.u8()?;
+        c.u8()?; // level
         let entries = c.u16()?;
         c.addr()?; // left sibling
         c.addr()?; // right sibling
@@ -719,12 +729,8 @@ impl<'a> File<'a> {
             let child = c
                 .addr()?
                 .ok_or_else(|| H5Error("a group B-tree child has no address".into()))?;
-            if level == 0 {
-                // children of leaves are symbol table nodes
-                self.walk_group_btree(child, heap, depth + 1, visited, f)?;
-            } else {
-                self.walk_group_btree(child, heap, depth + 1, visited, f)?;
-            }
+            // children of level-0 nodes are symbol table nodes, of others B-tree nodes
+            self.walk_group_btree(child, heap, depth + 1, visited, f)?;
         }
         Ok(())
     }
