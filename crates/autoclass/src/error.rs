@@ -195,12 +195,19 @@ pub enum Error {
     /// The checkpoint has only TensorFlow or Flax weights and the matching option was not set
     /// (transformers' wording).
     #[error(
-        "Error no file named pytorch_model.bin found in directory {name} but there is a file for \
-         {framework} weights. Use `{option}=True` to load this model from those weights."
+        "{} but there is a file for {framework} weights. Use `{option}=True` to load this model \
+         from those weights.",
+        if *local {
+            format!("Error no file named pytorch_model.bin found in directory {name}")
+        } else {
+            format!("{name} does not appear to have a file named pytorch_model.bin")
+        }
     )]
     OtherFrameworkWeights {
         /// The checkpoint name or path.
         name: String,
+        /// A local folder (transformers words the two cases differently).
+        local: bool,
         /// `TensorFlow` or `Flax`.
         framework: &'static str,
         /// `from_tf` or `from_flax`.

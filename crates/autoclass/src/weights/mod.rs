@@ -65,15 +65,18 @@ pub fn open_checkpoint_weights_with(
         Some(found) => found,
         None => {
             let name = checkpoint.name().to_string();
+            let local = checkpoint.is_local();
             return Err(if checkpoint.get(TF2_WEIGHTS_NAME)?.is_some() {
                 Error::OtherFrameworkWeights {
                     name,
+                    local,
                     framework: "TensorFlow",
                     option: "from_tf",
                 }
             } else if checkpoint.get(FLAX_WEIGHTS_NAME)?.is_some() {
                 Error::OtherFrameworkWeights {
                     name,
+                    local,
                     framework: "Flax",
                     option: "from_flax",
                 }
