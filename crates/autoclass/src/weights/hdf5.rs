@@ -14,8 +14,10 @@
 //! B-tree nodes are visited at most once each (cyclic files end with an error), and depths and
 //! counts are limited.
 
-use std::collections::HashSet;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::rc::Rc;
 
 /// Why a file could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +51,14 @@ pub const MAX_GROUP_NODES: usize = 1_000_000;
 pub const MAX_RANK: usize = 32;
 /// The most elements an attribute may hold.
 pub const MAX_ATTRIBUTE_ELEMENTS: usize = 1 << 20;
+/// The most group entries and global heap objects indexed while reading one file (all groups
+/// and heaps together), so overlapping structures cannot multiply the work.
+pub const MAX_INDEXED_ENTRIES: usize = 10_000_000;
+
+/// A group's children: name → object address (`None` for a soft link, never followed).
+type Listing<'a> = Rc<HashMap<&'a [u8], Option<u64>>>;
+/// A global heap collection's objects: index → bytes.
+type HeapObjects<'a> = Rc<HashMap<u32, &'a [u8]>>;
 
 /// A bounds-checked little-endian reader over part of the file.
 #[derive(Clone)]
@@ -212,6 +222,26 @@ const MSG_CONTINUATION: u16 = 0x0010;
 const MSG_SYMBOL_TABLE: u16 = 0x0011;
 const MSG_ATTRIBUTE_INFO: u16 = 0x0015;
 
+/// The attributes of one object, by name.
+pub struct Attributes<'a> {
+    by_name: HashMap<&'a [u8], &'a [u8]>,
+    /// Whether more attributes are stored densely (fractal heap), which is not read.
+    dense: bool,
+}
+
+impl<'a> Attributes<'a> {
+    /// Attribute `name` as strings; `None` when absent.
+    pub fn strings(&self, file: &File<'a>, name: &str) -> HResult<Option<Vec<String>>> {
+        match self.by_name.get(name.as_bytes()) {
+            Some(data) => file.decode_strings(data, name).map(Some),
+            None if self.dense => fail(format!(
+                "attribute {name} may be stored densely (fractal heap), which is not supported"
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
 /// An opened HDF5 file (all of it in memory).
 pub struct File<'a> {
     data: &'a [u8],
@@ -220,6 +250,12 @@ pub struct File<'a> {
     offset_size: usize,
     length_size: usize,
     root: u64,
+    /// Group listings, by (kind, B-tree or header address, heap address).
+    groups: RefCell<HashMap<(u8, u64, u64), Listing<'a>>>,
+    /// Global heap collections: address → object index → bytes.
+    heaps: RefCell<HashMap<u64, HeapObjects<'a>>>,
+    /// Entries indexed so far (see [`MAX_INDEXED_ENTRIES`]).
+    indexed: Cell<usize>,
 }
 
 impl<'a> File<'a> {
@@ -301,6 +337,9 @@ impl<'a> File<'a> {
             offset_size,
             length_size,
             root,
+            groups: RefCell::new(HashMap::new()),
+            heaps: RefCell::new(HashMap::new()),
+            indexed: Cell::new(0),
         })
     }
 
@@ -553,48 +592,48 @@ impl<'a> File<'a> {
         }
     }
 
-    /// The object header address of child `name` of the group at `group`, or `None`.
-    pub fn child(&self, group: u64, name: &str) -> HResult<Option<u64>> {
+    /// Counts `n` more indexed entries against [`MAX_INDEXED_ENTRIES`].
+    fn count_indexed(&self, n: usize) -> HResult<()> {
+        let total = self.indexed.get().saturating_add(n);
+        self.indexed.set(total);
+        if total > MAX_INDEXED_ENTRIES {
+            return fail(format!(
+                "the file's groups and heaps hold more than {MAX_INDEXED_ENTRIES} entries"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The children of the group at `group`, listed once and cached.
+    fn listing(&self, group: u64) -> HResult<Listing<'a>> {
         let header = self.header(group)?;
-        if let Some(st) = header.first(MSG_SYMBOL_TABLE) {
-            let mut c = self.cursor(st);
-            let btree = c
-                .addr()?
-                .ok_or_else(|| H5Error("a group's symbol table has no B-tree".into()))?;
-            let heap = c
-                .addr()?
-                .ok_or_else(|| H5Error("a group's symbol table has no local heap".into()))?;
-            let heap = self.local_heap(heap)?;
-            let mut found = None;
+        let key = match header.first(MSG_SYMBOL_TABLE) {
+            Some(st) => {
+                let mut c = self.cursor(st);
+                let btree = c
+                    .addr()?
+                    .ok_or_else(|| H5Error("a group's symbol table has no B-tree".into()))?;
+                let heap = c
+                    .addr()?
+                    .ok_or_else(|| H5Error("a group's symbol table has no local heap".into()))?;
+                (0u8, btree, heap)
+            }
+            None => (1u8, group, 0),
+        };
+        if let Some(l) = self.groups.borrow().get(&key) {
+            return Ok(l.clone());
+        }
+        let mut map: HashMap<&'a [u8], Option<u64>> = HashMap::new();
+        if key.0 == 0 {
+            let heap = self.local_heap(key.2)?;
             let mut visited = HashSet::new();
-            let mut soft = false;
-            self.walk_group_btree(btree, heap, 0, &mut visited, &mut |n, addr| {
-                if n == name.as_bytes() && found.is_none() && !soft {
-                    match addr {
-                        Some(a) => found = Some(a),
-                        None => soft = true,
-                    }
-                }
+            let mut count = 0usize;
+            self.walk_group_btree(key.1, heap, 0, &mut visited, &mut |n, addr| {
+                count += 1;
+                map.entry(n).or_insert(addr);
             })?;
-            if soft {
-                return fail(format!(
-                    "link {name:?} is a soft link (or has no object), which is not followed"
-                ));
-            }
-            return Ok(found);
-        }
-        let mut found = None;
-        for (kind, data) in &header.messages {
-            if *kind == MSG_LINK {
-                if let Some((n, addr)) = self.link(data)? {
-                    if n == name.as_bytes() {
-                        found = Some(addr);
-                        break;
-                    }
-                }
-            }
-        }
-        if found.is_none() {
+            self.count_indexed(count)?;
+        } else {
             if let Some(info) = header.first(MSG_LINK_INFO) {
                 let mut c = self.cursor(info);
                 c.skip(1)?; // version
@@ -608,12 +647,34 @@ impl<'a> File<'a> {
                     );
                 }
             }
+            let mut count = 0usize;
+            for (kind, data) in &header.messages {
+                if *kind == MSG_LINK {
+                    let (n, addr) = self.link(data)?;
+                    count += 1;
+                    map.entry(n).or_insert(addr);
+                }
+            }
+            self.count_indexed(count)?;
         }
-        Ok(found)
+        let listing = Rc::new(map);
+        self.groups.borrow_mut().insert(key, listing.clone());
+        Ok(listing)
     }
 
-    /// A hard link message: (name, object address); soft and external links are refused.
-    fn link(&self, data: &'a [u8]) -> HResult<Option<(&'a [u8], u64)>> {
+    /// The object header address of child `name` of the group at `group`, or `None`.
+    pub fn child(&self, group: u64, name: &str) -> HResult<Option<u64>> {
+        match self.listing(group)?.get(name.as_bytes()) {
+            None => Ok(None),
+            Some(Some(addr)) => Ok(Some(*addr)),
+            Some(None) => fail(format!(
+                "link {name:?} is a soft link or an external link (or has no object), which is not followed"
+            )),
+        }
+    }
+
+    /// A link message: (name, object address), the address `None` for soft and external links.
+    fn link(&self, data: &'a [u8]) -> HResult<(&'a [u8], Option<u64>)> {
         let mut c = self.cursor(data);
         let version = c.u8()?;
         if version != 1 {
@@ -630,15 +691,9 @@ impl<'a> File<'a> {
         let len = c.uint(1 << (flags & 0x03))?;
         let name = c.take(usize::try_from(len).unwrap_or(usize::MAX))?;
         if link_type != 0 {
-            return fail(format!(
-                "link {:?} is a soft or external link (type {link_type}), which is not followed",
-                String::from_utf8_lossy(name)
-            ));
+            return Ok((name, None));
         }
-        let addr = c
-            .addr()?
-            .ok_or_else(|| H5Error("a hard link has no address".into()))?;
-        Ok(Some((name, addr)))
+        Ok((name, c.addr()?))
     }
 
     /// The data segment of the local heap at `addr`.
@@ -747,9 +802,10 @@ impl<'a> File<'a> {
         Ok(Some(at))
     }
 
-    /// Attribute `name` of the object at `addr` as strings (`None` when absent).
-    pub fn string_attribute(&self, addr: u64, name: &str) -> HResult<Option<Vec<String>>> {
+    /// The attributes of the object at `addr`, by name (message parsed once).
+    pub fn attributes(&self, addr: u64) -> HResult<Attributes<'a>> {
         let header = self.header(addr)?;
+        let mut by_name = HashMap::new();
         for (kind, data) in &header.messages {
             if *kind != MSG_ATTRIBUTE {
                 continue;
@@ -758,83 +814,17 @@ impl<'a> File<'a> {
             let version = c.u8()?;
             c.skip(1)?;
             let name_len = usize::from(c.u16()?);
-            let dt_len = usize::from(c.u16()?);
-            let ds_len = usize::from(c.u16()?);
+            c.skip(4)?;
             if version == 3 {
                 c.skip(1)?;
             } else if version != 1 && version != 2 {
                 return fail(format!("unsupported attribute message version {version}"));
             }
-            let pad = |n: usize| if version == 1 { n.div_ceil(8) * 8 } else { n };
             let attr_name = c.take(name_len)?;
-            c.skip(pad(name_len) - name_len)?;
             let attr_name = attr_name.strip_suffix(&[0]).unwrap_or(attr_name);
-            if attr_name != name.as_bytes() {
-                continue;
-            }
-            let dt = c.take(dt_len)?;
-            c.skip(pad(dt_len) - dt_len)?;
-            let ds = c.take(ds_len)?;
-            c.skip(pad(ds_len) - ds_len)?;
-            let elem = self.datatype(dt)?;
-            let shape = self.dataspace(ds)?;
-            let count = checked_numel(&shape)?;
-            if count > MAX_ATTRIBUTE_ELEMENTS {
-                return fail(format!("attribute {name} has {count} elements"));
-            }
-            let size = elem.size(self.offset_size);
-            let total = count
-                .checked_mul(size)
-                .ok_or_else(|| H5Error(format!("attribute {name}: size overflows")))?;
-            let raw = c.take(total).map_err(|_| {
-                H5Error(format!(
-                    "attribute {name} needs {total} bytes of data, its message is shorter"
-                ))
-            })?;
-            let mut out = Vec::with_capacity(count);
-            if count == 0 {
-                // Keras writes an empty list as an empty float64 array.
-                return Ok(Some(out));
-            }
-            match elem {
-                ElemType::FixedString { size } => {
-                    for s in raw.chunks_exact(size.max(1)) {
-                        let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
-                        let text = std::str::from_utf8(s.get(..end).unwrap_or_default()).map_err(
-                            |_| {
-                                H5Error(format!(
-                                    "attribute {name} holds a string that is not UTF-8"
-                                ))
-                            },
-                        )?;
-                        out.push(text.trim_end_matches(' ').to_string());
-                    }
-                }
-                ElemType::VarString => {
-                    let mut r = self.cursor(raw);
-                    for _ in 0..count {
-                        let len = r.u32()?;
-                        let collection = r.addr()?;
-                        let index = r.u32()?;
-                        let bytes = match collection {
-                            None if len == 0 => &[][..],
-                            None => {
-                                return fail(format!(
-                                    "attribute {name}: a variable-length string has no heap"
-                                ))
-                            }
-                            Some(col) => self.global_heap_object(col, index, len)?,
-                        };
-                        let text = std::str::from_utf8(bytes).map_err(|_| {
-                            H5Error(format!("attribute {name} holds a string that is not UTF-8"))
-                        })?;
-                        out.push(text.to_string());
-                    }
-                }
-                other => return fail(format!("attribute {name} holds {other:?}, not strings")),
-            }
-            return Ok(Some(out));
+            by_name.entry(attr_name).or_insert(*data);
         }
+        let mut dense = false;
         if let Some(info) = header.first(MSG_ATTRIBUTE_INFO) {
             let mut c = self.cursor(info);
             c.skip(1)?;
@@ -842,18 +832,110 @@ impl<'a> File<'a> {
             if flags & 0x01 != 0 {
                 c.skip(2)?;
             }
-            if c.addr()?.is_some() {
-                return fail(format!(
-                    "attribute {name} may be stored densely (fractal heap), which is not supported"
-                ));
-            }
+            dense = c.addr()?.is_some();
         }
-        Ok(None)
+        Ok(Attributes { by_name, dense })
+    }
+
+    /// Attribute `name` of the object at `addr` as strings (`None` when absent).
+    pub fn string_attribute(&self, addr: u64, name: &str) -> HResult<Option<Vec<String>>> {
+        self.attributes(addr)?.strings(self, name)
+    }
+
+    /// Decodes one attribute message as a list of strings.
+    fn decode_strings(&self, data: &'a [u8], name: &str) -> HResult<Vec<String>> {
+        let mut c = self.cursor(data);
+        let version = c.u8()?;
+        c.skip(1)?;
+        let name_len = usize::from(c.u16()?);
+        let dt_len = usize::from(c.u16()?);
+        let ds_len = usize::from(c.u16()?);
+        if version == 3 {
+            c.skip(1)?;
+        }
+        let pad = |n: usize| if version == 1 { n.div_ceil(8) * 8 } else { n };
+        c.skip(pad(name_len))?;
+        let dt = c.take(dt_len)?;
+        c.skip(pad(dt_len) - dt_len)?;
+        let ds = c.take(ds_len)?;
+        c.skip(pad(ds_len) - ds_len)?;
+        let elem = self.datatype(dt)?;
+        let shape = self.dataspace(ds)?;
+        let count = checked_numel(&shape)?;
+        if count > MAX_ATTRIBUTE_ELEMENTS {
+            return fail(format!("attribute {name} has {count} elements"));
+        }
+        let size = elem.size(self.offset_size);
+        let total = count
+            .checked_mul(size)
+            .ok_or_else(|| H5Error(format!("attribute {name}: size overflows")))?;
+        let raw = c.take(total).map_err(|_| {
+            H5Error(format!(
+                "attribute {name} needs {total} bytes of data, its message is shorter"
+            ))
+        })?;
+        let mut out = Vec::with_capacity(count);
+        if count == 0 {
+            // Keras writes an empty list as an empty float64 array.
+            return Ok(out);
+        }
+        match elem {
+            ElemType::FixedString { size } => {
+                for s in raw.chunks_exact(size.max(1)) {
+                    let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+                    let text =
+                        std::str::from_utf8(s.get(..end).unwrap_or_default()).map_err(|_| {
+                            H5Error(format!("attribute {name} holds a string that is not UTF-8"))
+                        })?;
+                    out.push(text.trim_end_matches(' ').to_string());
+                }
+            }
+            ElemType::VarString => {
+                let mut r = self.cursor(raw);
+                for _ in 0..count {
+                    let len = r.u32()?;
+                    let collection = r.addr()?;
+                    let index = r.u32()?;
+                    let bytes = match collection {
+                        None if len == 0 => &[][..],
+                        None => {
+                            return fail(format!(
+                                "attribute {name}: a variable-length string has no heap"
+                            ))
+                        }
+                        Some(col) => self.global_heap_object(col, index, len)?,
+                    };
+                    let text = std::str::from_utf8(bytes).map_err(|_| {
+                        H5Error(format!("attribute {name} holds a string that is not UTF-8"))
+                    })?;
+                    out.push(text.to_string());
+                }
+            }
+            other => return fail(format!("attribute {name} holds {other:?}, not strings")),
+        }
+        Ok(out)
     }
 
     /// Object `index` (of `len` bytes) of the global heap collection at `addr`.
     fn global_heap_object(&self, addr: u64, index: u32, len: u32) -> HResult<&'a [u8]> {
+        let collection = self.global_heap(addr)?;
+        let data = collection
+            .get(&index)
+            .ok_or_else(|| H5Error(format!("global heap object {index} not found at {addr}")))?;
+        data.get(..len as usize).ok_or_else(|| {
+            H5Error(format!(
+                "a variable-length string of {len} bytes is longer than its heap object"
+            ))
+        })
+    }
+
+    /// The objects of the global heap collection at `addr`, indexed once and cached.
+    fn global_heap(&self, addr: u64) -> HResult<HeapObjects<'a>> {
+        if let Some(h) = self.heaps.borrow().get(&addr) {
+            return Ok(h.clone());
+        }
         let mut c = self.at(addr, "a global heap collection")?;
+        let start = c.pos;
         if c.take(4)? != b"GCOL" {
             return fail(format!(
                 "the global heap at {addr} lacks its GCOL signature"
@@ -861,7 +943,6 @@ impl<'a> File<'a> {
         }
         c.skip(4)?; // version, reserved
         let size = c.length()?;
-        let start = c.pos.saturating_sub(8 + self.length_size);
         let end = usize::try_from(size)
             .ok()
             .and_then(|s| start.checked_add(s))
@@ -875,27 +956,26 @@ impl<'a> File<'a> {
             data: self.data.get(..end).unwrap_or_default(),
             ..c
         };
-        loop {
-            if c.pos.saturating_add(8 + self.length_size) > end {
-                return fail(format!("global heap object {index} not found at {addr}"));
-            }
+        let mut objects = HashMap::new();
+        // Each object: id (2), reference count (2), reserved (4), size, data padded to 8 bytes;
+        // id 0 is the free space at the end.
+        while c.pos.saturating_add(8 + self.length_size) <= end {
             let id = c.u16()?;
             c.skip(6)?;
             let obj_size = c.length()?;
             if id == 0 {
-                return fail(format!("global heap object {index} not found at {addr}"));
+                break;
             }
-            let size = usize::try_from(obj_size).unwrap_or(usize::MAX);
-            let data = c.take(size)?;
-            if u32::from(id) == index {
-                return data.get(..len as usize).ok_or_else(|| {
-                    H5Error(format!(
-                        "a variable-length string of {len} bytes is longer than its heap object"
-                    ))
-                });
+            let data = c.take(usize::try_from(obj_size).unwrap_or(usize::MAX))?;
+            objects.entry(u32::from(id)).or_insert(data);
+            if c.align8(start).is_err() {
+                break;
             }
-            c.align8(start)?;
         }
+        self.count_indexed(objects.len())?;
+        let objects = Rc::new(objects);
+        self.heaps.borrow_mut().insert(addr, objects.clone());
+        Ok(objects)
     }
 
     /// Parses a datatype message.

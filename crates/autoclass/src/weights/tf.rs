@@ -43,12 +43,13 @@ fn chunked_attribute(
     addr: u64,
     name: &str,
 ) -> std::result::Result<Option<Vec<String>>, hdf5::H5Error> {
-    if let Some(v) = file.string_attribute(addr, name)? {
+    let attrs = file.attributes(addr)?;
+    if let Some(v) = attrs.strings(file, name)? {
         return Ok(Some(v));
     }
     let mut out: Option<Vec<String>> = None;
     for i in 0..MAX_ATTRIBUTE_CHUNKS {
-        match file.string_attribute(addr, &format!("{name}{i}"))? {
+        match attrs.strings(file, &format!("{name}{i}"))? {
             Some(v) => out.get_or_insert_with(Vec::new).extend(v),
             None => return Ok(out),
         }
@@ -225,6 +226,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<MemoryStore> {
             )
         })?;
     let mut store = MemoryStore::new(vec![path.to_path_buf()], true);
+    let mut decoded = 0usize;
     for layer in &layers {
         if layer.is_empty() || layer.contains('/') {
             return Err(bad(
@@ -257,6 +259,18 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<MemoryStore> {
             let ds = file
                 .dataset(addr)
                 .map_err(|e| bad(path, format!("weight {weight}: {}", e.0)))?;
+            // Every dataset's bytes lie in the file; more than the file's size in total means the
+            // same data is reached through several links, which must not multiply memory.
+            decoded = decoded.saturating_add(ds.data.len());
+            if decoded > bytes.len() {
+                return Err(bad(
+                    path,
+                    format!(
+                        "the weights add up to more bytes than the file holds ({} bytes): the same data is linked several times",
+                        bytes.len()
+                    ),
+                ));
+            }
             let t = to_tensor(path, weight, ds)?;
             let (name, transpose) =
                 tf_to_pt_name(weight, t.shape.len()).map_err(|r| bad(path, r))?;
