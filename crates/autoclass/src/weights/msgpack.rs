@@ -10,8 +10,9 @@ use std::fmt;
 
 /// The deepest nesting of arrays, maps and extension payloads accepted.
 pub const MAX_DEPTH: usize = 64;
-/// The most values (of any kind) one document may hold.
-pub const MAX_VALUES: usize = 10_000_000;
+/// The most values (of any kind) one document may hold (a real checkpoint has a few per tensor;
+/// at about 48 bytes per parsed value this caps the parse tree near 50 MB).
+pub const MAX_VALUES: usize = 1_000_000;
 
 /// One MessagePack value, borrowing strings and binary payloads from the input.
 #[derive(Clone, Debug, PartialEq)]
@@ -300,6 +301,12 @@ mod tests {
         let deep = vec![0x91u8; 10_000];
         assert!(parse(&deep).unwrap_err().reason.contains("nesting"));
         assert!(parse(&[0x01, 0x02]).unwrap_err().reason.contains("after"));
+        // more values than allowed, each one byte
+        let n = MAX_VALUES + 1;
+        let mut many = vec![0xdd];
+        many.extend_from_slice(&(n as u32).to_be_bytes());
+        many.resize(5 + n, 0x00);
+        assert!(parse(&many).unwrap_err().reason.contains("more than"));
         assert!(parse(&[0xc1]).is_err());
         assert!(parse(&[]).is_err());
     }
