@@ -21,7 +21,7 @@ ROOT="$(dirname "$FUZZ_DIR")"
 export RUSTC_BOOTSTRAP=1
 SANITIZER="${FUZZ_SANITIZER:-none}"
 
-ALL_TARGETS=(safetensors_header pickle zip_container config_json tokenizer_json image_decode wav_decode)
+ALL_TARGETS=(safetensors_header pickle zip_container config_json tokenizer_json image_decode wav_decode msgpack hdf5)
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 
 max_len_of() {
@@ -33,6 +33,8 @@ max_len_of() {
         tokenizer_json) echo 16384 ;;
         image_decode) echo 65536 ;;
         wav_decode) echo 65536 ;;
+        msgpack) echo 16384 ;;
+        hdf5) echo 32768 ;;
         *) echo 65536 ;;
     esac
 }

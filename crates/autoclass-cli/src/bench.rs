@@ -72,6 +72,8 @@ pub struct BenchArgs {
     /// f16 also loads.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    #[command(flatten)]
+    frameworks: crate::FrameworkArgs,
     /// Threads for the matrix products and every other parallel CPU kernel: sets
     /// RAYON_NUM_THREADS before any thread pool exists, which sizes rayon's global pool (used
     /// by candle's CPU ops) and the parallelism candle passes to gemm. Default: all cores.
@@ -274,6 +276,8 @@ pub fn bench(args: BenchArgs) -> autoclass::Result<()> {
         config: ConfigOverrides::default(),
         dtype: args.dtype.parse::<DTypeChoice>()?,
         device: None,
+        from_tf: args.frameworks.from_tf,
+        from_flax: args.frameworks.from_flax,
     };
     let checkpoint = Checkpoint::resolve(&args.source.model, &hub)?;
     let config = Config::from_checkpoint(&checkpoint, &options.config)?;

@@ -223,6 +223,28 @@ struct TokenizeArgs {
     text: TextArgs,
 }
 
+/// transformers 4.x's `from_tf` / `from_flax`.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub(crate) struct FrameworkArgs {
+    /// Load TensorFlow weights (tf_model.h5) even when PyTorch weights exist (transformers'
+    /// `from_tf=True`).
+    #[arg(long)]
+    pub(crate) from_tf: bool,
+    /// Load Flax weights (flax_model.msgpack) even when PyTorch weights exist (transformers'
+    /// `from_flax=True`).
+    #[arg(long)]
+    pub(crate) from_flax: bool,
+}
+
+impl FrameworkArgs {
+    pub(crate) fn choice(self) -> autoclass::weights::FrameworkChoice {
+        autoclass::weights::FrameworkChoice {
+            from_tf: self.from_tf,
+            from_flax: self.from_flax,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 struct RunArgs {
     #[command(flatten)]
@@ -251,6 +273,8 @@ struct RunArgs {
     /// Weight dtype: f32 (default), f16, bf16 or auto (the config's dtype).
     #[arg(long, default_value = "f32")]
     dtype: String,
+    #[command(flatten)]
+    frameworks: FrameworkArgs,
     /// Override the number of labels of a classification head.
     #[arg(long)]
     num_labels: Option<usize>,
@@ -295,6 +319,8 @@ struct PreprocessArgs {
 struct InspectArgs {
     #[command(flatten)]
     source: Source,
+    #[command(flatten)]
+    frameworks: FrameworkArgs,
     /// Print as JSON.
     #[arg(long)]
     json: bool,
@@ -376,6 +402,8 @@ fn run(args: RunArgs) -> autoclass::Result<()> {
         config: config_overrides,
         dtype: args.dtype.parse::<DTypeChoice>()?,
         device: None,
+        from_tf: args.frameworks.from_tf,
+        from_flax: args.frameworks.from_flax,
     };
     let checkpoint = Checkpoint::resolve(&args.source.model, &hub)?;
     let config = Config::from_checkpoint(&checkpoint, &options.config)?;
@@ -490,7 +518,7 @@ fn save(
 fn inspect(args: InspectArgs) -> autoclass::Result<()> {
     let checkpoint = Checkpoint::resolve(&args.source.model, &args.source.hub())?;
     let config = Config::from_checkpoint(&checkpoint, &ConfigOverrides::default())?;
-    let info = output::inspect(&checkpoint, &config)?;
+    let info = output::inspect(&checkpoint, &config, args.frameworks.choice())?;
     emit(&info, args.json, output::human_inspect);
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use autoclass::candle_core::{DType, Tensor, D};
 use autoclass::tokenization::ctc::Wav2Vec2CtcTokenizer;
+use autoclass::weights::{FrameworkChoice, FLAX_WEIGHTS_NAME, TF2_WEIGHTS_NAME};
 use autoclass::{Checkpoint, Config, Encoding, Model, ModelOutput, Task, Tokenizer};
 use serde_json::{json, Value};
 
@@ -358,6 +359,8 @@ const KNOWN_FILES: &[&str] = &[
     "model.safetensors.index.json",
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
+    "tf_model.h5",
+    "flax_model.msgpack",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -368,8 +371,49 @@ const KNOWN_FILES: &[&str] = &[
     "generation_config.json",
 ];
 
+/// The weight file transformers 4.x picks with `choice` (`from_tf` / `from_flax`), its format
+/// and why; or, when nothing loadable is there, `file: null` and what to do.
+fn weight_choice(checkpoint: &Checkpoint, choice: FrameworkChoice) -> autoclass::Result<Value> {
+    let has = |name: &str| checkpoint.get(name).map(|p| p.is_some());
+    let picked = autoclass::weights::find_weight_file_with(checkpoint, choice)?;
+    let Some((name, _)) = picked else {
+        let why = if has(TF2_WEIGHTS_NAME)? {
+            "only TensorFlow weights (tf_model.h5): load them with --from-tf (from_tf=True)"
+        } else if has(FLAX_WEIGHTS_NAME)? {
+            "only Flax weights (flax_model.msgpack): load them with --from-flax (from_flax=True)"
+        } else {
+            "no weight file"
+        };
+        return Ok(json!({"file": null, "format": null, "why": why}));
+    };
+    let mut why = match name {
+        TF2_WEIGHTS_NAME => "--from-tf: TensorFlow weights come first (transformers' from_tf=True); Keras HDF5 read by our own reader, names and layouts converted to PyTorch's".to_string(),
+        FLAX_WEIGHTS_NAME => "--from-flax: Flax weights come first (transformers' from_flax=True); msgpack read by our own parser, names and layouts converted to PyTorch's".to_string(),
+        "model.safetensors" => "safetensors is transformers' first choice".to_string(),
+        "model.safetensors.index.json" => "sharded safetensors (no single model.safetensors)".to_string(),
+        "pytorch_model.bin" => "no safetensors file: PyTorch pickle, read without executing it".to_string(),
+        _ => "sharded PyTorch pickles, read without executing them".to_string(),
+    };
+    if choice.from_tf && name != TF2_WEIGHTS_NAME {
+        why += "; --from-tf was given but there is no tf_model.h5";
+    } else if choice.from_flax && name != FLAX_WEIGHTS_NAME && name != TF2_WEIGHTS_NAME {
+        why += "; --from-flax was given but there is no flax_model.msgpack";
+    }
+    let format = match name {
+        TF2_WEIGHTS_NAME => "tensorflow",
+        FLAX_WEIGHTS_NAME => "flax",
+        "model.safetensors" | "model.safetensors.index.json" => "safetensors",
+        _ => "pytorch",
+    };
+    Ok(json!({"file": name, "format": format, "why": why}))
+}
+
 /// What `inspect` reports, as JSON.
-pub fn inspect(checkpoint: &Checkpoint, config: &Config) -> autoclass::Result<Value> {
+pub fn inspect(
+    checkpoint: &Checkpoint,
+    config: &Config,
+    choice: FrameworkChoice,
+) -> autoclass::Result<Value> {
     let mut files = Vec::new();
     for name in KNOWN_FILES {
         if let Some(path) = checkpoint.get(name)? {
@@ -385,15 +429,7 @@ pub fn inspect(checkpoint: &Checkpoint, config: &Config) -> autoclass::Result<Va
     let tokenizer = Tokenizer::from_checkpoint(checkpoint)
         .map(|t| t.class_name().to_string())
         .ok();
-    let weights = autoclass::weights::find_weight_file(checkpoint)?.map(|(name, _)| {
-        let why = match name {
-            "model.safetensors" => "safetensors is transformers' first choice",
-            "model.safetensors.index.json" => "sharded safetensors (no single model.safetensors)",
-            "pytorch_model.bin" => "no safetensors file: PyTorch pickle, read without executing it",
-            _ => "sharded PyTorch pickles, read without executing them",
-        };
-        json!({"file": name, "why": why})
-    });
+    let weights = weight_choice(checkpoint, choice)?;
     Ok(json!({
         "name": checkpoint.name(),
         "dir": checkpoint.dir().map(|d| d.display().to_string()),
@@ -441,7 +477,7 @@ pub fn human_inspect(info: &Value) -> String {
     out += &match info["weights"].as_object() {
         Some(w) => format!(
             "weights:       {} ({})\n",
-            w.get("file").and_then(Value::as_str).unwrap_or("?"),
+            w.get("file").and_then(Value::as_str).unwrap_or("none"),
             w.get("why").and_then(Value::as_str).unwrap_or("")
         ),
         None => "weights:       none\n".to_string(),

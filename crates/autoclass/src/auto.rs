@@ -7,7 +7,9 @@ use crate::error::Result;
 use crate::hub::{Checkpoint, HubOptions};
 use crate::models::{Batch, ForwardOptions, ModelOutput, TaskModel};
 use crate::registry::{unsupported_task, Task};
-use crate::weights::{open_checkpoint_weights, DTypeChoice, LoadReport, VarBuilder};
+use crate::weights::{
+    open_checkpoint_weights_with, DTypeChoice, FrameworkChoice, LoadReport, VarBuilder,
+};
 
 /// The keyword arguments of `from_pretrained` for models.
 #[derive(Clone, Debug, Default)]
@@ -20,9 +22,22 @@ pub struct LoadOptions {
     pub dtype: DTypeChoice,
     /// Device; CPU when `None`.
     pub device: Option<Device>,
+    /// Load from `tf_model.h5` even when PyTorch weights exist (transformers 4.x's `from_tf=True`).
+    pub from_tf: bool,
+    /// Load from `flax_model.msgpack` even when PyTorch weights exist (transformers 4.x's
+    /// `from_flax=True`).
+    pub from_flax: bool,
 }
 
 impl LoadOptions {
+    /// The `from_tf` / `from_flax` choice as the weights module takes it.
+    pub fn frameworks(&self) -> FrameworkChoice {
+        FrameworkChoice {
+            from_tf: self.from_tf,
+            from_flax: self.from_flax,
+        }
+    }
+
     /// Selects backbone stages by index (`out_indices=(1,)`); clears any saved `out_features`.
     pub fn with_out_indices(mut self, indices: &[i64]) -> Self {
         self.config
@@ -70,7 +85,7 @@ impl Model {
         let class_name = arch
             .class_name(task)
             .ok_or_else(|| unsupported_task(arch, task))?;
-        let store = open_checkpoint_weights(checkpoint)?;
+        let store = open_checkpoint_weights_with(checkpoint, options.frameworks())?;
         let dtype = options.dtype.resolve(config.dtype.as_deref(), &store);
         let device = options.device.clone().unwrap_or(Device::Cpu);
         let vb = VarBuilder::new(store, dtype, device.clone(), arch.base_model_prefix())

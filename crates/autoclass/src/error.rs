@@ -227,6 +227,47 @@ pub enum Error {
         reason: String,
     },
 
+    /// A Flax checkpoint (`flax_model.msgpack`) is malformed.
+    #[error("{path} is not a valid Flax checkpoint: {reason}")]
+    InvalidFlaxWeights {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A TensorFlow checkpoint (`tf_model.h5`) is malformed or uses an HDF5 feature Keras
+    /// never writes.
+    #[error("{path} is not a valid TensorFlow (Keras HDF5) checkpoint: {reason}")]
+    InvalidTfWeights {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The checkpoint has only TensorFlow or Flax weights and the matching option was not set
+    /// (transformers' wording).
+    #[error(
+        "{} but there is a file for {framework} weights. Use `{option}=True` to load this model \
+         from those weights.",
+        if *local {
+            format!("Error no file named pytorch_model.bin found in directory {name}")
+        } else {
+            format!("{name} does not appear to have a file named pytorch_model.bin")
+        }
+    )]
+    OtherFrameworkWeights {
+        /// The checkpoint name or path.
+        name: String,
+        /// A local folder (transformers words the two cases differently).
+        local: bool,
+        /// `TensorFlow` or `Flax`.
+        framework: &'static str,
+        /// `from_tf` or `from_flax`.
+        option: &'static str,
+    },
+
     /// The model needs a tensor the checkpoint lacks and cannot initialise.
     #[error("tensor `{name}` is missing from the checkpoint")]
     MissingTensor {

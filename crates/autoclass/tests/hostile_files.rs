@@ -1,4 +1,5 @@
-//! Hostile and malformed files (`tests/fixtures/weights/`): every one gives its error, or at
+//! Hostile and malformed files (`tests/fixtures/weights/`: safetensors, configs, tokenizers, Flax
+//! msgpack, Keras HDF5): every one gives its error, or at
 //! least finishes quickly, and none panics. (Hostile pickles are in torch_weights.rs.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -129,4 +130,83 @@ fn malformed_configs_and_tokenizers_fail_cleanly() {
         }
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// Runs `open` on every file of a TF/Flax corpus: valid variants must give exactly the listed
+/// tensors, every other file an error naming the file and containing its `refusal` phrase.
+fn check_corpus(
+    folder: &str,
+    min_bad: usize,
+    open: fn(&Path) -> autoclass::Result<autoclass::weights::MemoryStore>,
+) {
+    let cases = manifest(folder);
+    let bad = cases.iter().filter(|c| c["accept"] != true).count();
+    assert!(bad >= min_bad, "{folder}: {bad} malformed files");
+    let mut failures = Vec::new();
+    for case in cases {
+        let file = case["file"].as_str().unwrap();
+        let path = weights_dir().join(folder).join(file);
+        let start = Instant::now();
+        let result = open(&path);
+        assert!(
+            start.elapsed() < LIMIT,
+            "{file}: took {:?}",
+            start.elapsed()
+        );
+        if case["accept"] == true {
+            let store = result.unwrap_or_else(|e| panic!("{file}: {e}"));
+            let expect = case["expect"].as_object().unwrap();
+            let mut want: Vec<&str> = expect.keys().map(String::as_str).collect();
+            want.sort();
+            assert_eq!(store.names().collect::<Vec<_>>(), want, "{file}");
+            for (name, want) in expect {
+                let t = store
+                    .load(
+                        name,
+                        autoclass::candle_core::DType::F32,
+                        &autoclass::candle_core::Device::Cpu,
+                    )
+                    .unwrap();
+                let shape: Vec<usize> = want["shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap() as usize)
+                    .collect();
+                assert_eq!(t.dims(), shape.as_slice(), "{file} {name}");
+                let values: Vec<f32> = want["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect();
+                assert_eq!(
+                    t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    values,
+                    "{file} {name}"
+                );
+            }
+            continue;
+        }
+        let Some(err) = result.err() else {
+            failures.push(format!("{file}: accepted"));
+            continue;
+        };
+        let msg = err.to_string();
+        let phrase = case["refusal"].as_str().unwrap();
+        if !msg.contains(file) || !msg.to_lowercase().contains(&phrase.to_lowercase()) {
+            failures.push(format!("{file}: {msg:?} lacks the file name or {phrase:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn malformed_flax_msgpack_files_are_refused() {
+    check_corpus("bad_msgpack", 20, autoclass::weights::flax::open);
+}
+
+#[test]
+fn malformed_keras_hdf5_files_are_refused() {
+    check_corpus("bad_hdf5", 25, autoclass::weights::tf::open);
 }

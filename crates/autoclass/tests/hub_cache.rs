@@ -991,3 +991,42 @@ fn environment_variables() {
         "local_files_only",
     );
 }
+
+/// A cached repo with only `tf_model.h5`: transformers 4.x's Hub wording of the "Use
+/// `from_tf=True`" error, and `from_tf` loads it.
+#[test]
+fn tf_only_repo_in_the_cache() {
+    let tmp = TempDir::new("tf-only");
+    let cache = tmp.path().join("hub");
+    let repo_id = "org/tf-only";
+    let repo = Repo::new(&cache, repo_id);
+    let src = fixtures().join("weights/tf_flax/tf_only");
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "tf_model.h5",
+    ] {
+        repo.add_file(MAIN, file, &std::fs::read(src.join(file)).unwrap());
+    }
+    repo.set_ref("main", MAIN);
+    let options = LoadOptions {
+        hub: hub(&cache),
+        ..Default::default()
+    };
+    let err = AutoModelForSequenceClassification::from_pretrained_with(repo_id, &options)
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "org/tf-only does not appear to have a file named pytorch_model.bin but there is a file for \
+         TensorFlow weights. Use `from_tf=True` to load this model from those weights."
+    );
+    let options = LoadOptions {
+        from_tf: true,
+        ..options
+    };
+    let (batch, expected) = reference_batch();
+    let got = logits(repo_id, &options, &batch);
+    assert_close("tf-only via cache", &got, &expected, 1e-4);
+}

@@ -314,6 +314,11 @@ impl Checkpoint {
         &self.name
     }
 
+    /// Whether this is a local folder (not a repo in the Hugging Face cache).
+    pub fn is_local(&self) -> bool {
+        matches!(self.source, Source::Local(_))
+    }
+
     /// The revision asked for (`main` by default).
     pub fn revision(&self) -> &str {
         &self.revision

@@ -2,9 +2,14 @@
 //! model names the way transformers does (`base_model_prefix`, legacy `gamma`/`beta`), and the
 //! load report (missing, unexpected, mismatched).
 
+pub mod flax;
+pub mod hdf5;
+pub mod memory;
+pub mod msgpack;
 pub mod pickle;
 pub mod safetensors;
 pub mod synthetic;
+pub mod tf;
 pub mod torch;
 pub mod zip;
 
@@ -14,7 +19,10 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 
+pub use self::flax::FLAX_WEIGHTS_NAME;
+pub use self::memory::MemoryStore;
 pub use self::safetensors::{SafetensorsStore, StoredTensor};
+pub use self::tf::TF2_WEIGHTS_NAME;
 pub use self::torch::TorchStore;
 use crate::error::{Error, Result};
 use crate::hub::Checkpoint;
@@ -28,14 +36,58 @@ pub const WEIGHTS_NAME: &str = "pytorch_model.bin";
 /// Sharded PyTorch pickle weights index.
 pub const WEIGHTS_INDEX_NAME: &str = "pytorch_model.bin.index.json";
 
+/// Which framework's weights `from_pretrained` may read (transformers 4.x's `from_tf` /
+/// `from_flax`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameworkChoice {
+    /// Prefer `tf_model.h5` over every PyTorch file (`from_tf=True`).
+    pub from_tf: bool,
+    /// Prefer `flax_model.msgpack` over every PyTorch file (`from_flax=True`).
+    pub from_flax: bool,
+}
+
 /// Opens the weights of a checkpoint in transformers' order: `model.safetensors`, the sharded
 /// safetensors index, then `pytorch_model.bin` and its sharded index (read without executing
 /// the pickle, see [`torch`]).
 pub fn open_checkpoint_weights(checkpoint: &Checkpoint) -> Result<WeightStore> {
-    let (file, path) = find_weight_file(checkpoint)?.ok_or_else(|| Error::NoWeights {
-        name: checkpoint.name().to_string(),
-    })?;
+    open_checkpoint_weights_with(checkpoint, FrameworkChoice::default())
+}
+
+/// Opens the weights of a checkpoint as transformers 4.x does with `from_tf` / `from_flax`:
+/// `tf_model.h5` first when `from_tf`, then `flax_model.msgpack` when `from_flax`, then the
+/// PyTorch files in their order. A checkpoint with only TensorFlow or Flax weights and neither
+/// option set gives transformers' "Use `from_tf=True`" error.
+pub fn open_checkpoint_weights_with(
+    checkpoint: &Checkpoint,
+    choice: FrameworkChoice,
+) -> Result<WeightStore> {
+    let (file, path) = match find_weight_file_with(checkpoint, choice)? {
+        Some(found) => found,
+        None => {
+            let name = checkpoint.name().to_string();
+            let local = checkpoint.is_local();
+            return Err(if checkpoint.get(TF2_WEIGHTS_NAME)?.is_some() {
+                Error::OtherFrameworkWeights {
+                    name,
+                    local,
+                    framework: "TensorFlow",
+                    option: "from_tf",
+                }
+            } else if checkpoint.get(FLAX_WEIGHTS_NAME)?.is_some() {
+                Error::OtherFrameworkWeights {
+                    name,
+                    local,
+                    framework: "Flax",
+                    option: "from_flax",
+                }
+            } else {
+                Error::NoWeights { name }
+            });
+        }
+    };
     match file {
+        TF2_WEIGHTS_NAME => tf::open(&path).map(WeightStore::Tf),
+        FLAX_WEIGHTS_NAME => flax::open(&path).map(WeightStore::Flax),
         SAFE_WEIGHTS_NAME => SafetensorsStore::open(&path).map(WeightStore::from),
         SAFE_WEIGHTS_INDEX_NAME => {
             SafetensorsStore::open_index(&path, |shard| checkpoint.require(shard))
@@ -54,12 +106,30 @@ pub fn open_checkpoint_weights(checkpoint: &Checkpoint) -> Result<WeightStore> {
 pub fn find_weight_file(
     checkpoint: &Checkpoint,
 ) -> Result<Option<(&'static str, std::path::PathBuf)>> {
-    for name in [
+    find_weight_file_with(checkpoint, FrameworkChoice::default())
+}
+
+/// The weight file transformers 4.x would pick with `from_tf` / `from_flax`: `tf_model.h5`
+/// (with `from_tf`), `flax_model.msgpack` (with `from_flax`), then the PyTorch files as
+/// [`find_weight_file`]. `None` when none of them is there.
+pub fn find_weight_file_with(
+    checkpoint: &Checkpoint,
+    choice: FrameworkChoice,
+) -> Result<Option<(&'static str, std::path::PathBuf)>> {
+    let mut order: Vec<&'static str> = Vec::with_capacity(6);
+    if choice.from_tf {
+        order.push(TF2_WEIGHTS_NAME);
+    }
+    if choice.from_flax {
+        order.push(FLAX_WEIGHTS_NAME);
+    }
+    order.extend([
         SAFE_WEIGHTS_NAME,
         SAFE_WEIGHTS_INDEX_NAME,
         WEIGHTS_NAME,
         WEIGHTS_INDEX_NAME,
-    ] {
+    ]);
+    for name in order {
         if let Some(path) = checkpoint.get(name)? {
             return Ok(Some((name, path)));
         }
@@ -73,6 +143,10 @@ pub enum WeightStore {
     Safetensors(SafetensorsStore),
     /// `pytorch_model.bin` (single or sharded), read without executing the pickle.
     Torch(TorchStore),
+    /// `flax_model.msgpack`, decoded into PyTorch names and layout.
+    Flax(MemoryStore),
+    /// `tf_model.h5`, decoded into PyTorch names and layout.
+    Tf(MemoryStore),
 }
 
 impl From<SafetensorsStore> for WeightStore {
@@ -93,6 +167,7 @@ impl WeightStore {
         match self {
             WeightStore::Safetensors(s) => Box::new(s.names()),
             WeightStore::Torch(s) => Box::new(s.names()),
+            WeightStore::Flax(s) | WeightStore::Tf(s) => Box::new(s.names()),
         }
     }
 
@@ -101,6 +176,7 @@ impl WeightStore {
         match self {
             WeightStore::Safetensors(s) => s.contains(name),
             WeightStore::Torch(s) => s.contains(name),
+            WeightStore::Flax(s) | WeightStore::Tf(s) => s.contains(name),
         }
     }
 
@@ -109,6 +185,7 @@ impl WeightStore {
         match self {
             WeightStore::Safetensors(s) => s.info(name),
             WeightStore::Torch(s) => s.info(name),
+            WeightStore::Flax(s) | WeightStore::Tf(s) => s.info(name),
         }
     }
 
@@ -117,6 +194,7 @@ impl WeightStore {
         match self {
             WeightStore::Safetensors(s) => s.path_of(name),
             WeightStore::Torch(s) => s.path_of(name),
+            WeightStore::Flax(s) | WeightStore::Tf(s) => s.path_of(name),
         }
     }
 
@@ -125,6 +203,23 @@ impl WeightStore {
         match self {
             WeightStore::Safetensors(s) => s.first_float_dtype(),
             WeightStore::Torch(s) => s.first_float_dtype(),
+            WeightStore::Flax(s) | WeightStore::Tf(s) => s.first_float_dtype(),
+        }
+    }
+
+    /// Whether a tensor whose element count matches may be reshaped to the model's shape
+    /// (TensorFlow weights, as transformers' `apply_transpose(..., match_shape)` does).
+    pub fn reshapes_to_model(&self) -> bool {
+        matches!(self, WeightStore::Tf(s) if s.reshapes_to_model())
+    }
+
+    /// The format's name, for reports (`safetensors`, `PyTorch`, `Flax`, `TensorFlow`).
+    pub fn format(&self) -> &'static str {
+        match self {
+            WeightStore::Safetensors(_) => "safetensors",
+            WeightStore::Torch(_) => "PyTorch",
+            WeightStore::Flax(_) => "Flax",
+            WeightStore::Tf(_) => "TensorFlow",
         }
     }
 
@@ -133,6 +228,7 @@ impl WeightStore {
         match self {
             WeightStore::Safetensors(s) => s.load(name, dtype, device),
             WeightStore::Torch(s) => s.load(name, dtype, device),
+            WeightStore::Flax(s) | WeightStore::Tf(s) => s.load(name, dtype, device),
         }
     }
 }
@@ -410,6 +506,15 @@ impl VarBuilder {
         let store = &self.state.store;
         if let Some(info) = store.info(key) {
             if info.shape != shape {
+                // TensorFlow weights: transformers squeezes / expands / reshapes to the model's
+                // shape when the element count agrees (apply_transpose's match_shape).
+                if store.reshapes_to_model()
+                    && memory::numel(&info.shape).is_some()
+                    && memory::numel(&info.shape) == memory::numel(shape)
+                {
+                    let t = store.load(key, self.state.dtype, &self.state.device)?;
+                    return Ok(t.reshape(shape)?);
+                }
                 return Err(Error::ShapeMismatch {
                     name: full.to_string(),
                     expected: shape.to_vec(),
