@@ -415,17 +415,18 @@ unsafe fn micro_avx512(
     // SAFETY (whole body): `micro` checked a ≥ kc·MR, b ≥ kc·NR, bias ≥ NR floats and that c
     // covers MR rows of stride ldc with NR floats in the last.
     unsafe {
+        // The tile's rows lie a whole output row apart (often outside L2): ask for them now,
+        // add the partial sums only after the k loop, by which time they have arrived.
+        for i in 0..MR {
+            _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc).cast());
+            _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 16).cast());
+        }
         if first {
             let b0 = _mm512_loadu_ps(bias);
             let b1 = _mm512_loadu_ps(bias.add(16));
             for i in 0..MR {
                 acc0[i] = b0;
                 acc1[i] = b1;
-            }
-        } else {
-            for i in 0..MR {
-                acc0[i] = _mm512_loadu_ps(c.add(i * ldc));
-                acc1[i] = _mm512_loadu_ps(c.add(i * ldc + 16));
             }
         }
         let mut ap = a;
@@ -440,6 +441,12 @@ unsafe fn micro_avx512(
             }
             ap = ap.add(MR);
             bp = bp.add(NR);
+        }
+        if !first {
+            for i in 0..MR {
+                acc0[i] = _mm512_add_ps(acc0[i], _mm512_loadu_ps(c.add(i * ldc)));
+                acc1[i] = _mm512_add_ps(acc1[i], _mm512_loadu_ps(c.add(i * ldc + 16)));
+            }
         }
         for i in 0..MR {
             _mm512_storeu_ps(c.add(i * ldc), acc0[i]);

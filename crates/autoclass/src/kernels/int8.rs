@@ -136,8 +136,26 @@ impl QuantLinear {
         Some(y)
     }
 
-    /// All output columns for `m` rows of `x`, on this thread.
+    /// All output columns for `m` rows of `x`, on this thread (the quantization and rescaling
+    /// loops compiled for AVX-512 when it is there).
     fn rows(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: AVX-512F (and FMA) was detected at run time.
+            unsafe { self.rows_avx512(x, m, y) };
+            return;
+        }
+        self.rows_generic(x, m, y)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,fma")]
+    fn rows_avx512(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        self.rows_generic(x, m, y)
+    }
+
+    #[inline(always)]
+    fn rows_generic(&self, x: &[f32], m: usize, y: &mut [f32]) {
         let (k, kq, n) = (self.k, self.kq, self.n);
         let quads = kq / 4;
         let blocks = m.div_ceil(MR);
