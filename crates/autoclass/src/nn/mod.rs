@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use candle_core::{DType, Tensor, D};
 use serde::Deserialize;
 
@@ -348,6 +350,13 @@ pub enum Activation {
 impl Activation {
     /// Applies the activation.
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        if self == Activation::Gelu && kernels::avx512() {
+            let xc = x.contiguous()?;
+            if let Some(mut y) = kernels::with_f32(&xc, |d| d.to_vec()) {
+                kernels::elementwise::gelu_erf_par(&mut y);
+                return Ok(Tensor::from_vec(y, x.dims(), x.device())?);
+            }
+        }
         Ok(match self {
             Activation::Gelu => x.gelu_erf()?,
             Activation::GeluTanh => x.gelu()?,
@@ -680,6 +689,8 @@ pub struct Conv1d {
     stride: usize,
     padding: usize,
     groups: usize,
+    /// The weight as a `[out, in·k]` packed GEMM operand (fast path, `groups == 1` only).
+    packed: Option<Arc<PackedLinear>>,
 }
 
 /// The shape parameters of a [`Conv1d`].
@@ -747,24 +758,81 @@ impl Conv1d {
         } else {
             None
         };
-        Ok(Conv1d {
-            weight,
-            bias,
-            stride: spec.stride,
-            padding: spec.padding,
-            groups: spec.groups,
-        })
+        Self::from_tensors(weight, bias, spec)
     }
 
     /// A convolution from existing tensors (e.g. a weight-normalised kernel computed at load).
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>, spec: Conv1dSpec) -> Result<Self> {
         spec.check()?;
+        let packed = if spec.groups == 1 {
+            let flat = weight.flatten_from(1)?;
+            pack_linear(&[(&flat, bias.as_ref())]).map(Arc::new)
+        } else {
+            None
+        };
         Ok(Conv1d {
             weight,
             bias,
             stride: spec.stride,
             padding: spec.padding,
             groups: spec.groups,
+            packed,
+        })
+    }
+
+    /// im2col + the packed GEMM, for f32 CPU input; `None` when the fast path does not apply.
+    fn forward_packed(&self, x: &Tensor, t_out: usize) -> Result<Option<Tensor>> {
+        let Some(packed) = &self.packed else {
+            return Ok(None);
+        };
+        let (b, c, l) = x.dims3()?;
+        let k = self.weight.dims().last().copied().unwrap_or(1);
+        let o = packed.out_features();
+        if packed.in_features() != c * k {
+            return Ok(None);
+        }
+        let xc = x.contiguous()?;
+        let (stride, pad) = (self.stride, self.padding);
+        let out = kernels::with_f32(&xc, |xd| -> Option<Vec<f32>> {
+            let mut out = vec![0f32; b * o * t_out];
+            // Output positions per block: bounds the im2col buffer (512 × c·k floats).
+            const TB: usize = 512;
+            for bi in 0..b {
+                let xb = xd.get(bi * c * l..(bi + 1) * c * l)?;
+                let mut t0 = 0;
+                while t0 < t_out {
+                    let tb = TB.min(t_out - t0);
+                    let mut patches = vec![0f32; tb * c * k];
+                    patches
+                        .par_chunks_mut(c * k)
+                        .enumerate()
+                        .for_each(|(ti, row)| {
+                            let start = (t0 + ti) * stride;
+                            for ci in 0..c {
+                                for j in 0..k {
+                                    let pos = start + j;
+                                    if pos >= pad && pos - pad < l {
+                                        row[ci * k + j] = xb[ci * l + pos - pad];
+                                    }
+                                }
+                            }
+                        });
+                    let y = packed.forward(&patches, tb, Epilogue::None)?;
+                    let ob = out.get_mut(bi * o * t_out..(bi + 1) * o * t_out)?;
+                    for (ti, yr) in y.chunks_exact(o).enumerate() {
+                        for (oc, &v) in yr.iter().enumerate() {
+                            ob[oc * t_out + t0 + ti] = v;
+                        }
+                    }
+                    t0 += tb;
+                }
+            }
+            Some(out)
+        })
+        .flatten();
+        Ok(match out {
+            Some(out) => Some(Tensor::from_vec(out, (b, o, t_out), x.device())?),
+            None => None,
         })
     }
 
@@ -791,6 +859,11 @@ impl Conv1d {
                 "Calculated padded input size per channel: ({}). Kernel size: ({k}). Kernel size can't be greater than actual input size",
                 l + 2 * self.padding
             )));
+        }
+        if let Some(t_out) = self.output_len(l) {
+            if let Some(y) = self.forward_packed(x, t_out)? {
+                return Ok(y);
+            }
         }
         // candle's CPU convolution has no bf16 kernel: widen to f32 and narrow the result.
         let y = if self.weight.dtype() == DType::BF16 && self.weight.device().is_cpu() {
