@@ -20,6 +20,8 @@ pub const NR: usize = 32;
 pub const MR: usize = 12;
 /// Depth of one k block (the panel slice `KC × NR` floats is 24 KiB: L1-resident).
 const KC: usize = 192;
+/// Rows handled per pass over the weights (a multiple of `MC`).
+const MO: usize = 480;
 /// Rows of `x` packed at a time (a multiple of `MR`; `MC × KC` floats is 72 KiB: L2-resident).
 const MC: usize = 96;
 /// Panels per column block (256 columns).
@@ -87,22 +89,26 @@ impl PackedLinear {
         let mut data = vec![0f32; len.checked_add(ALIGN)?];
         let offset = align_offset(&data);
         let packed = data.get_mut(offset..offset + len)?;
-        for (p, panel) in packed.chunks_exact_mut(k * NR).enumerate() {
-            let cols = NR.min(n - p * NR);
-            if transposed {
-                for kk in 0..k {
-                    let row = &src[kk * ld + p * NR..kk * ld + p * NR + cols];
-                    panel[kk * NR..kk * NR + cols].copy_from_slice(row);
-                }
-            } else {
-                for c in 0..cols {
-                    let row = p * NR + c;
-                    for (kk, &w) in src[row * ld..row * ld + k].iter().enumerate() {
-                        panel[kk * NR + c] = w;
+        // Panels are independent: pack them in parallel (start-up is timed to first logits).
+        packed
+            .par_chunks_exact_mut(k * NR)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                let cols = NR.min(n - p * NR);
+                if transposed {
+                    for kk in 0..k {
+                        let row = &src[kk * ld + p * NR..kk * ld + p * NR + cols];
+                        panel[kk * NR..kk * NR + cols].copy_from_slice(row);
+                    }
+                } else {
+                    for c in 0..cols {
+                        let row = p * NR + c;
+                        for (kk, &w) in src[row * ld..row * ld + k].iter().enumerate() {
+                            panel[kk * NR + c] = w;
+                        }
                     }
                 }
-            }
-        }
+            });
         Some(PackedLinear {
             n,
             k,
@@ -252,6 +258,31 @@ impl PackedLinear {
     /// passes over it, the panel slice being reused from L1 by the `MR`-row tiles.
     #[allow(clippy::too_many_arguments)]
     fn region(
+        &self,
+        x: &[f32],
+        ldx: usize,
+        m: usize,
+        p0: usize,
+        p1: usize,
+        out: &mut [f32],
+        ldo: usize,
+        epilogue: Epilogue,
+    ) {
+        // Row chunks of MO rows: their packed k block (MO × KC floats, 360 KiB) stays in L2.
+        let mut r0 = 0;
+        while r0 < m {
+            let rows = MO.min(m - r0);
+            let (Some(xs), Some(os)) = (x.get(r0 * ldx..), out.get_mut(r0 * ldo..)) else {
+                return;
+            };
+            self.region_rows(xs, ldx, rows, p0, p1, os, ldo, epilogue);
+            r0 += rows;
+        }
+    }
+
+    /// [`Self::region`] for at most `MO` rows.
+    #[allow(clippy::too_many_arguments)]
+    fn region_rows(
         &self,
         x: &[f32],
         ldx: usize,
@@ -562,6 +593,7 @@ mod speed {
             (1024, 3072, 768),
             (1024, 768, 3072),
             (16, 768, 768),
+            (3936, 768, 768),
         ] {
             let x = vec![0.5f32; m * k];
             let w = vec![0.25f32; n * k];
