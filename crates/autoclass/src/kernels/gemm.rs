@@ -21,7 +21,7 @@ pub const MR: usize = 12;
 /// Depth of one k block (the panel slice `KC × NR` floats is 24 KiB: L1-resident).
 const KC: usize = 192;
 /// Rows handled per pass over the weights (a multiple of `MC`).
-const MO: usize = 480;
+const MO: usize = 1536;
 /// Rows of `x` packed at a time (a multiple of `MR`; `MC × KC` floats is 72 KiB: L2-resident).
 const MC: usize = 96;
 /// Panels per column block (256 columns).
@@ -268,10 +268,13 @@ impl PackedLinear {
         ldo: usize,
         epilogue: Epilogue,
     ) {
-        // Row chunks of MO rows: their packed k block (MO × KC floats, 360 KiB) stays in L2.
+        // Equal row chunks of at most MO rows: their packed k block (at most MO × KC floats,
+        // 1.1 MiB) stays in L2, and the weights are streamed once per chunk.
+        let chunks = m.div_ceil(MO).max(1);
+        let per = m.div_ceil(chunks).div_ceil(MR) * MR;
         let mut r0 = 0;
         while r0 < m {
-            let rows = MO.min(m - r0);
+            let rows = per.min(m - r0);
             let (Some(xs), Some(os)) = (x.get(r0 * ldx..), out.get_mut(r0 * ldo..)) else {
                 return;
             };
