@@ -23,8 +23,12 @@ fn minilm_dir() -> PathBuf {
     dir
 }
 
-#[test]
-fn minilm_matches_transformers() {
+/// The checkpoint folder, transformers' outputs and our encoding of the case's texts.
+fn minilm_case() -> (
+    PathBuf,
+    std::collections::HashMap<String, autoclass::candle_core::Tensor>,
+    autoclass::Encoding,
+) {
     let dir = minilm_dir();
     let case = case("minilm");
     let expected = expected(fixtures().join("minilm").join("expected.safetensors"));
@@ -34,6 +38,12 @@ fn minilm_matches_transformers() {
     let encoding = tokenizer
         .encode_batch(&texts, None, &encode_options(&case))
         .unwrap();
+    (dir, expected, encoding)
+}
+
+#[test]
+fn minilm_matches_transformers() {
+    let (dir, expected, encoding) = minilm_case();
     let model = AutoModel::from_pretrained(dir.to_str().unwrap()).unwrap();
     assert_eq!(model.class_name(), "BertModel");
     assert!(
@@ -98,15 +108,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 /// transformers' f32 ones (cosine), and padding-free batching against the padded run.
 #[test]
 fn minilm_reduced_precision_and_padding_free() {
-    let dir = minilm_dir();
-    let case = case("minilm");
-    let expected = expected(fixtures().join("minilm").join("expected.safetensors"));
-    let tokenizer = AutoTokenizer::from_pretrained(dir.to_str().unwrap()).unwrap();
-    let texts = strings(&case["texts"]);
-    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let encoding = tokenizer
-        .encode_batch(&texts, None, &encode_options(&case))
-        .unwrap();
+    let (dir, expected, encoding) = minilm_case();
     let mask = &expected["attention_mask"];
     let reference = mean_pool(&expected["last_hidden_state"], mask);
     for (dtype, floor) in [
