@@ -285,6 +285,25 @@ impl SafetensorsStore {
             .ok_or_else(|| invalid(format!("tensor `{name}` lies outside the file")))?;
         // Copy the bytes with a positional read rather than through the mapping: the copy is
         // needed anyway, and the page cache is not charged to this process's resident memory.
+        // Little-endian f32 (the common case) is read straight into the tensor's own buffer.
+        #[cfg(unix)]
+        if stored == DType::F32 && dtype == DType::F32 && cfg!(target_endian = "little") {
+            use std::os::unix::fs::FileExt;
+            let numel: usize = info.shape.iter().product();
+            if numel.checked_mul(4) != Some(mapped.len()) {
+                return Err(invalid(format!(
+                    "tensor `{name}` has {} bytes for shape {:?} of {:?}",
+                    mapped.len(),
+                    info.shape,
+                    info.dtype
+                )));
+            }
+            let mut values = vec![0f32; numel];
+            file.file
+                .read_exact_at(bytemuck::cast_slice_mut(&mut values), range.start as u64)
+                .map_err(|e| Error::io(&file.path, e))?;
+            return Ok(Tensor::from_vec(values, info.shape.as_slice(), device)?);
+        }
         #[cfg(unix)]
         let owned = {
             use std::os::unix::fs::FileExt;
