@@ -7,6 +7,29 @@ use rayon::prelude::*;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 
+/// Defines `$name`, which runs `$generic` compiled with AVX-512 (through `$fast`) when the CPU
+/// has it, and the baseline build of `$generic` otherwise.
+macro_rules! avx512_dispatch {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident via $fast:ident ($($arg:ident: $ty:ty),*) => $generic:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,fma")]
+        fn $fast($($arg: $ty),*) {
+            $generic($($arg),*)
+        }
+
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if super::avx512() {
+                // SAFETY: AVX-512F and FMA were detected at run time.
+                unsafe { $fast($($arg),*) };
+                return;
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+
 /// `exp(x)` for f32, Cephes' polynomial (about 1 ulp); inputs below -87.3 give 2^-126·exp(r).
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
@@ -49,21 +72,9 @@ fn gelu_generic(xs: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn gelu_avx512(xs: &mut [f32]) {
-    gelu_generic(xs)
-}
-
-/// In-place exact GELU, `0.5x(1+erf(x/√2))`, as ATen computes it for f32.
-pub fn gelu_erf_inplace(xs: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::avx512() {
-        // SAFETY: AVX-512F (and FMA, which it implies) was detected at run time.
-        unsafe { gelu_avx512(xs) };
-        return;
-    }
-    gelu_generic(xs)
+avx512_dispatch! {
+    /// In-place exact GELU, `0.5x(1+erf(x/√2))`, as ATen computes it for f32.
+    pub fn gelu_erf_inplace via gelu_avx512(xs: &mut [f32]) => gelu_generic
 }
 
 /// Exact GELU over a whole buffer, in parallel for large ones.
@@ -139,34 +150,15 @@ fn layer_norm_rows_generic(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn layer_norm_rows_avx512(
-    x: &[f32],
-    residual: Option<&[f32]>,
-    w: &[f32],
-    b: &[f32],
-    eps: f32,
-    out: &mut [f32],
-) {
-    layer_norm_rows_generic(x, residual, w, b, eps, out)
-}
-
-fn layer_norm_rows(
-    x: &[f32],
-    residual: Option<&[f32]>,
-    w: &[f32],
-    b: &[f32],
-    eps: f32,
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if super::avx512() {
-        // SAFETY: AVX-512F (and FMA) was detected at run time.
-        unsafe { layer_norm_rows_avx512(x, residual, w, b, eps, out) };
-        return;
-    }
-    layer_norm_rows_generic(x, residual, w, b, eps, out)
+avx512_dispatch! {
+    fn layer_norm_rows via layer_norm_rows_avx512(
+        x: &[f32],
+        residual: Option<&[f32]>,
+        w: &[f32],
+        b: &[f32],
+        eps: f32,
+        out: &mut [f32]
+    ) => layer_norm_rows_generic
 }
 
 /// `LayerNorm(x + residual)` over rows of `w.len()` floats (biased variance, two-pass, f32),
@@ -213,21 +205,9 @@ fn softmax_generic(xs: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn softmax_avx512(xs: &mut [f32]) {
-    softmax_generic(xs)
-}
-
-/// In-place softmax of one row (max-subtracted, f32).
-pub fn softmax_inplace(xs: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::avx512() {
-        // SAFETY: AVX-512F (and FMA) was detected at run time.
-        unsafe { softmax_avx512(xs) };
-        return;
-    }
-    softmax_generic(xs)
+avx512_dispatch! {
+    /// In-place softmax of one row (max-subtracted, f32).
+    pub fn softmax_inplace via softmax_avx512(xs: &mut [f32]) => softmax_generic
 }
 
 #[cfg(test)]

@@ -222,48 +222,48 @@ impl LayerNorm {
 
     /// `LayerNorm(x + residual)`, fused on the fast path.
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        if kernels::avx512() && x.dims() == residual.dims() {
-            let xc = x.contiguous()?;
-            let rc = residual.contiguous()?;
-            let eps = self.eps as f32;
-            let out = kernels::with_f32(&xc, |xd| {
-                kernels::with_f32(&rc, |rd| {
-                    kernels::with_f32(&self.weight, |w| {
-                        kernels::with_f32(&self.bias, |b| {
-                            kernels::elementwise::add_layer_norm(xd, Some(rd), w, b, eps)
-                        })
-                    })
-                })
-            })
-            .flatten()
-            .flatten()
-            .flatten()
-            .flatten();
-            if let Some(out) = out {
-                return Ok(Tensor::from_vec(out, x.dims(), x.device())?);
+        if x.dims() == residual.dims() {
+            if let Some(out) = self.forward_fast(x, Some(residual))? {
+                return Ok(out);
             }
         }
         self.forward(&(x + residual)?)
     }
 
+    /// The fused kernel on f32 CPU tensors whose last dimension is the normalised one; `None`
+    /// when it does not apply.
+    fn forward_fast(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Option<Tensor>> {
+        let d = self.weight.elem_count();
+        if !kernels::avx512() || x.dims().last() != Some(&d) {
+            return Ok(None);
+        }
+        let xc = x.contiguous()?;
+        let rc = residual.map(Tensor::contiguous).transpose()?;
+        let (Some(w), Some(b)) = (
+            kernels::with_f32(&self.weight, <[f32]>::to_vec),
+            kernels::with_f32(&self.bias, <[f32]>::to_vec),
+        ) else {
+            return Ok(None);
+        };
+        let eps = self.eps as f32;
+        let out = kernels::with_f32(&xc, |xd| match &rc {
+            Some(rc) => kernels::with_f32(rc, |rd| {
+                kernels::elementwise::add_layer_norm(xd, Some(rd), &w, &b, eps)
+            })
+            .flatten(),
+            None => kernels::elementwise::add_layer_norm(xd, None, &w, &b, eps),
+        })
+        .flatten();
+        Ok(match out {
+            Some(out) => Some(Tensor::from_vec(out, x.dims(), x.device())?),
+            None => None,
+        })
+    }
+
     /// Normalises the last dimension of `x` (two-pass mean and variance, in f32).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if kernels::avx512() {
-            let xc = x.contiguous()?;
-            let eps = self.eps as f32;
-            let out = kernels::with_f32(&xc, |xd| {
-                kernels::with_f32(&self.weight, |w| {
-                    kernels::with_f32(&self.bias, |b| {
-                        kernels::elementwise::add_layer_norm(xd, None, w, b, eps)
-                    })
-                })
-            })
-            .flatten()
-            .flatten()
-            .flatten();
-            if let Some(out) = out {
-                return Ok(Tensor::from_vec(out, x.dims(), x.device())?);
-            }
+        if let Some(out) = self.forward_fast(x, None)? {
+            return Ok(out);
         }
         let dtype = x.dtype();
         let xf = x.to_dtype(DType::F32)?;

@@ -137,6 +137,64 @@ pub fn find_weight_file_with(
     Ok(None)
 }
 
+/// Opens a sharded checkpoint from its `*.index.json` (safetensors or PyTorch): reads the
+/// `weight_map`, refuses shard names that leave the folder, opens the shards (sorted, each once)
+/// with `open_many` after resolving them with `resolve`, and checks that every tensor is in the
+/// shard the index names. `invalid` builds the format's error for the index file; `path_of`
+/// says which file of the opened store holds a tensor.
+pub(crate) fn open_sharded<S>(
+    index_path: &Path,
+    mut resolve: impl FnMut(&str) -> Result<std::path::PathBuf>,
+    open_many: impl FnOnce(&[std::path::PathBuf]) -> Result<S>,
+    path_of: impl Fn(&S, &str) -> Option<std::path::PathBuf>,
+    invalid: impl Fn(&Path, String) -> Error,
+) -> Result<S> {
+    let raw = crate::config::read_json_object(index_path)?;
+    let weight_map = raw
+        .get("weight_map")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| invalid(index_path, "the index has no `weight_map` object".into()))?;
+    let mut shards: Vec<String> = Vec::new();
+    let mut expected: Vec<(&str, &str)> = Vec::new();
+    for (tensor, shard) in weight_map {
+        let shard = shard.as_str().ok_or_else(|| {
+            invalid(
+                index_path,
+                format!("weight_map entry for `{tensor}` is not a file name"),
+            )
+        })?;
+        if shard.contains("..") || shard.starts_with('/') || shard.contains('\\') {
+            return Err(invalid(
+                index_path,
+                format!("shard name {shard:?} escapes the checkpoint folder"),
+            ));
+        }
+        if !shards.iter().any(|s| s == shard) {
+            shards.push(shard.to_string());
+        }
+        expected.push((tensor, shard));
+    }
+    shards.sort();
+    let paths = shards
+        .iter()
+        .map(|s| resolve(s))
+        .collect::<Result<Vec<_>>>()?;
+    let store = open_many(&paths)?;
+    for (tensor, shard) in expected {
+        let ok = path_of(&store, tensor).is_some_and(|p| {
+            p.file_name().and_then(|n| n.to_str())
+                == Path::new(shard).file_name().and_then(|n| n.to_str())
+        });
+        if !ok {
+            return Err(invalid(
+                index_path,
+                format!("the index says `{tensor}` is in {shard}, but it is not there"),
+            ));
+        }
+    }
+    Ok(store)
+}
+
 /// The tensors of a checkpoint, whichever format they came in.
 pub enum WeightStore {
     /// `model.safetensors` (single or sharded), memory-mapped.

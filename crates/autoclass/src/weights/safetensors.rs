@@ -1,6 +1,6 @@
 //! Memory-mapped safetensors files, single or sharded (`model.safetensors.index.json`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -161,54 +161,18 @@ impl SafetensorsStore {
     /// Reads a sharded checkpoint from its index file, resolving shard names with `resolve`.
     pub fn open_index(
         index_path: &Path,
-        mut resolve: impl FnMut(&str) -> Result<PathBuf>,
+        resolve: impl FnMut(&str) -> Result<PathBuf>,
     ) -> Result<Self> {
-        let raw = crate::config::read_json_object(index_path)?;
-        let weight_map = raw
-            .get("weight_map")
-            .and_then(|v| v.as_object())
-            .ok_or_else(|| Error::InvalidWeights {
-                path: index_path.to_path_buf(),
-                reason: "the index has no `weight_map` object".into(),
-            })?;
-        let mut shards: Vec<String> = Vec::new();
-        let mut expected: HashMap<String, String> = HashMap::new();
-        for (tensor, shard) in weight_map {
-            let shard = shard.as_str().ok_or_else(|| Error::InvalidWeights {
-                path: index_path.to_path_buf(),
-                reason: format!("weight_map entry for `{tensor}` is not a file name"),
-            })?;
-            if shard.contains("..") || shard.starts_with('/') || shard.contains('\\') {
-                return Err(Error::InvalidWeights {
-                    path: index_path.to_path_buf(),
-                    reason: format!("shard name {shard:?} escapes the checkpoint folder"),
-                });
-            }
-            if !shards.iter().any(|s| s == shard) {
-                shards.push(shard.to_string());
-            }
-            expected.insert(tensor.clone(), shard.to_string());
-        }
-        shards.sort();
-        let paths = shards
-            .iter()
-            .map(|s| resolve(s))
-            .collect::<Result<Vec<_>>>()?;
-        let store = Self::open_many(&paths)?;
-        for (tensor, shard) in &expected {
-            let found = store.index.get(tensor).map(|&i| &store.files[i].path);
-            let ok = found.is_some_and(|p| {
-                p.file_name().and_then(|n| n.to_str())
-                    == Path::new(shard).file_name().and_then(|n| n.to_str())
-            });
-            if !ok {
-                return Err(Error::InvalidWeights {
-                    path: index_path.to_path_buf(),
-                    reason: format!("the index says `{tensor}` is in {shard}, but it is not there"),
-                });
-            }
-        }
-        Ok(store)
+        super::open_sharded(
+            index_path,
+            resolve,
+            Self::open_many,
+            |store: &Self, name| store.path_of(name).map(Path::to_path_buf),
+            |path, reason| Error::InvalidWeights {
+                path: path.to_path_buf(),
+                reason,
+            },
+        )
     }
 
     /// Every tensor name, sorted.

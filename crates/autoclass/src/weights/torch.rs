@@ -620,52 +620,15 @@ impl TorchStore {
     /// with `resolve`.
     pub fn open_index(
         index_path: &Path,
-        mut resolve: impl FnMut(&str) -> Result<PathBuf>,
+        resolve: impl FnMut(&str) -> Result<PathBuf>,
     ) -> Result<Self> {
-        let raw = crate::config::read_json_object(index_path)?;
-        let weight_map = raw
-            .get("weight_map")
-            .and_then(|v| v.as_object())
-            .ok_or_else(|| bad(index_path, "the index has no `weight_map` object"))?;
-        let mut shards: Vec<String> = Vec::new();
-        let mut expected: Vec<(String, String)> = Vec::new();
-        for (tensor, shard) in weight_map {
-            let shard = shard.as_str().ok_or_else(|| {
-                bad(
-                    index_path,
-                    format!("weight_map entry for `{tensor}` is not a file name"),
-                )
-            })?;
-            if shard.contains("..") || shard.starts_with('/') || shard.contains('\\') {
-                return Err(bad(
-                    index_path,
-                    format!("shard name {shard:?} escapes the checkpoint folder"),
-                ));
-            }
-            if !shards.iter().any(|s| s == shard) {
-                shards.push(shard.to_string());
-            }
-            expected.push((tensor.clone(), shard.to_string()));
-        }
-        shards.sort();
-        let paths = shards
-            .iter()
-            .map(|s| resolve(s))
-            .collect::<Result<Vec<_>>>()?;
-        let store = Self::open_many(&paths)?;
-        for (tensor, shard) in &expected {
-            let ok = store.path_of(tensor).is_some_and(|p| {
-                p.file_name().and_then(|n| n.to_str())
-                    == Path::new(shard).file_name().and_then(|n| n.to_str())
-            });
-            if !ok {
-                return Err(bad(
-                    index_path,
-                    format!("the index says `{tensor}` is in {shard}, but it is not there"),
-                ));
-            }
-        }
-        Ok(store)
+        super::open_sharded(
+            index_path,
+            resolve,
+            Self::open_many,
+            |store: &Self, name| store.path_of(name).map(Path::to_path_buf),
+            bad,
+        )
     }
 
     fn get(&self, name: &str) -> Option<(&TorchFile, &TensorRef)> {
