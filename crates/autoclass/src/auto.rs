@@ -1,10 +1,11 @@
 //! AutoModel and `AutoModelFor<Task>`: config → registry → weights → the right model.
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use crate::config::{Config, ConfigOverrides};
 use crate::error::Result;
 use crate::hub::{Checkpoint, HubOptions};
+use crate::kernels;
 use crate::models::{Batch, ForwardOptions, ModelOutput, TaskModel};
 use crate::registry::{unsupported_task, Task};
 use crate::weights::{
@@ -64,6 +65,8 @@ pub struct Model {
     task: Task,
     report: LoadReport,
     device: Device,
+    /// The dtype float outputs are cast to when the model computes in another (bf16 on AMX).
+    output_dtype: Option<DType>,
 }
 
 impl Model {
@@ -88,8 +91,16 @@ impl Model {
         let store = open_checkpoint_weights_with(checkpoint, options.frameworks())?;
         let dtype = options.dtype.resolve(config.dtype.as_deref(), &store);
         let device = options.device.clone().unwrap_or(Device::Cpu);
+        // bf16 on an AMX CPU: bf16 Linear layers on AMX, everything else in f32, bf16 outputs.
+        let amx_bf16 = dtype == DType::BF16 && device.is_cpu() && kernels::amx::available();
+        let (dtype, output_dtype) = if amx_bf16 {
+            (DType::F32, Some(DType::BF16))
+        } else {
+            (dtype, None)
+        };
         let vb = VarBuilder::new(store, dtype, device.clone(), arch.base_model_prefix())
-            .with_int8_linear(options.dtype == DTypeChoice::Int8);
+            .with_int8_linear(options.dtype == DTypeChoice::Int8)
+            .with_bf16_linear(amx_bf16);
         let inner = arch.load(task, &config, &vb)?;
         let report = vb.report();
         report.warn(class_name, checkpoint.name());
@@ -99,17 +110,22 @@ impl Model {
             task,
             report,
             device,
+            output_dtype,
         })
     }
 
     /// `model(**batch)`.
     pub fn forward(&self, batch: &Batch) -> Result<ModelOutput> {
-        self.inner.forward(batch, &ForwardOptions::default())
+        self.forward_with(batch, &ForwardOptions::default())
     }
 
     /// `model(**batch, output_hidden_states=..., output_attentions=...)`.
     pub fn forward_with(&self, batch: &Batch, options: &ForwardOptions) -> Result<ModelOutput> {
-        self.inner.forward(batch, options)
+        let out = self.inner.forward(batch, options)?;
+        match self.output_dtype {
+            Some(dtype) => out.to_float_dtype(dtype),
+            None => Ok(out),
+        }
     }
 
     /// The config the model was built from.

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::softmax_inplace;
+use super::elementwise::scaled_masked_softmax;
 use super::gemm::PackedLinear;
 
 /// One sequence of a (possibly packed) batch: its first row and its length.
@@ -47,16 +47,12 @@ fn head(
     let keys = PackedLinear::pack_block(rows, ld, d + h * hd, l, hd)?;
     let mut scores = keys.forward_serial(rows.get(h * hd..)?, ld, l)?;
     let values = PackedLinear::pack_block_transposed(rows, ld, 2 * d + h * hd, l, hd)?;
+    let mask = match mask {
+        Some(m) => Some(m.get(seq.start..seq.start + l)?),
+        None => None,
+    };
     for row in scores.chunks_exact_mut(l) {
-        for v in row.iter_mut() {
-            *v *= scale;
-        }
-        if let Some(m) = mask {
-            for (v, &mv) in row.iter_mut().zip(m.get(seq.start..seq.start + l)?) {
-                *v += mv;
-            }
-        }
-        softmax_inplace(row);
+        scaled_masked_softmax(row, scale, mask);
     }
     let out = values.forward_serial(&scores, l, l)?;
     ctx.get_mut(..l * hd)?.copy_from_slice(&out);

@@ -72,9 +72,15 @@ fn gelu_generic(xs: &mut [f32]) {
     }
 }
 
-avx512_dispatch! {
-    /// In-place exact GELU, `0.5x(1+erf(x/√2))`, as ATen computes it for f32.
-    pub fn gelu_erf_inplace via gelu_avx512(xs: &mut [f32]) => gelu_generic
+/// In-place exact GELU, `0.5x(1+erf(x/√2))`, as ATen computes it for f32.
+pub fn gelu_erf_inplace(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512() {
+        // SAFETY: AVX-512F was detected at run time.
+        unsafe { simd::gelu(xs) };
+        return;
+    }
+    gelu_generic(xs)
 }
 
 /// Exact GELU over a whole buffer, in parallel for large ones.
@@ -205,9 +211,177 @@ fn softmax_generic(xs: &mut [f32]) {
     }
 }
 
-avx512_dispatch! {
-    /// In-place softmax of one row (max-subtracted, f32).
-    pub fn softmax_inplace via softmax_avx512(xs: &mut [f32]) => softmax_generic
+/// In-place softmax of one row (max-subtracted, f32) of attention scores, after scaling them by
+/// `scale` and adding the additive `mask` (one value per element) when given.
+pub fn scaled_masked_softmax(xs: &mut [f32], scale: f32, mask: Option<&[f32]>) {
+    if mask.is_some_and(|m| m.len() < xs.len()) {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512() {
+        // SAFETY: AVX-512F was detected at run time, and `mask` covers `xs` (checked above).
+        unsafe { simd::scaled_masked_softmax(xs, scale, mask) };
+        return;
+    }
+    for v in xs.iter_mut() {
+        *v *= scale;
+    }
+    if let Some(m) = mask {
+        for (v, &mv) in xs.iter_mut().zip(m) {
+            *v += mv;
+        }
+    }
+    softmax_generic(xs)
+}
+
+/// Explicit AVX-512 versions of the kernels above: the same formulas lane by lane (GELU gives
+/// identical results; softmax sums and maxima are reduced across lanes, a different order).
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// 16 lanes of [`super::exp_f32`]; `scalef` applies the `2^n` of the bit construction.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn exp(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(-87.3)),
+            _mm512_set1_ps(88.3),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(super::LOG2E)),
+        );
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693_359_4), x);
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.121_944_4e-4), r);
+        let z = _mm512_mul_ps(r, r);
+        let mut p = _mm512_set1_ps(1.987_569_1e-4);
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_2e-3));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_666_5e-1));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+        let y = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), _mm512_set1_ps(1.0));
+        _mm512_scalef_ps(y, n)
+    }
+
+    /// 16 lanes of the exact GELU of [`super::gelu_generic`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn gelu16(x: __m512) -> __m512 {
+        let u = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let a = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(u)));
+        let one = _mm512_set1_ps(1.0);
+        let t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.327_591_1), a, one));
+        let mut r = _mm512_set1_ps(1.061_405_4);
+        r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-1.453_152));
+        r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(1.421_413_8));
+        r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-0.284_496_72));
+        r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.254_829_6));
+        let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(u, u)));
+        let v = _mm512_fnmadd_ps(_mm512_mul_ps(e, t), r, one);
+        // copysign(v, u): v is non-negative.
+        let erf = _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_castps_si512(v),
+            _mm512_and_si512(sign, _mm512_castps_si512(u)),
+        ));
+        _mm512_mul_ps(
+            _mm512_mul_ps(x, _mm512_set1_ps(0.5)),
+            _mm512_add_ps(one, erf),
+        )
+    }
+
+    /// Lanes `0..len` of a 16-lane block (`len < 16`).
+    #[inline]
+    fn tail_mask(len: usize) -> __mmask16 {
+        ((1u32 << len) - 1) as __mmask16
+    }
+
+    /// In-place GELU over `xs`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gelu(xs: &mut [f32]) {
+        let mut chunks = xs.chunks_exact_mut(16);
+        for ch in &mut chunks {
+            // SAFETY: `ch` holds exactly 16 floats.
+            unsafe {
+                let v = _mm512_loadu_ps(ch.as_ptr());
+                _mm512_storeu_ps(ch.as_mut_ptr(), gelu16(v));
+            }
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            let k = tail_mask(rest.len());
+            // SAFETY: the masked load and store touch only the `rest.len()` floats of `rest`.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(k, rest.as_ptr());
+                _mm512_mask_storeu_ps(rest.as_mut_ptr(), k, gelu16(v));
+            }
+        }
+    }
+
+    /// In-place `softmax(xs · scale + mask)`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, and `mask` (when given) must hold at least `xs.len()`
+    /// floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scaled_masked_softmax(xs: &mut [f32], scale: f32, mask: Option<&[f32]>) {
+        let len = xs.len();
+        let p = xs.as_mut_ptr();
+        let sc = _mm512_set1_ps(scale);
+        // SAFETY (whole body): every access is either a full 16-float block below `len` or a
+        // masked access of the lanes below `len`; `mask` has at least `len` floats.
+        unsafe {
+            // Pass 1: scale, add the mask, store back, track the maximum.
+            let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+            let mut i = 0;
+            while i < len {
+                let k = if len - i >= 16 {
+                    0xffff
+                } else {
+                    tail_mask(len - i)
+                };
+                let mut v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p.add(i)), sc);
+                if let Some(m) = mask {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, m.as_ptr().add(i)));
+                }
+                _mm512_mask_storeu_ps(p.add(i), k, v);
+                mx = _mm512_mask_max_ps(mx, k, mx, v);
+                i += 16;
+            }
+            let max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+            // Pass 2: exponentials and their sum.
+            let mut sum = _mm512_setzero_ps();
+            let mut i = 0;
+            while i < len {
+                let k = if len - i >= 16 {
+                    0xffff
+                } else {
+                    tail_mask(len - i)
+                };
+                let e = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p.add(i)), max));
+                _mm512_mask_storeu_ps(p.add(i), k, e);
+                sum = _mm512_mask_add_ps(sum, k, sum, e);
+                i += 16;
+            }
+            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+            // Pass 3: normalise.
+            let mut i = 0;
+            while i < len {
+                let k = if len - i >= 16 {
+                    0xffff
+                } else {
+                    tail_mask(len - i)
+                };
+                let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p.add(i)), inv);
+                _mm512_mask_storeu_ps(p.add(i), k, v);
+                i += 16;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +425,45 @@ mod tests {
             }
         }
         sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn vector_paths_match_the_generic_ones() {
+        let xs: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) / 61.0).collect();
+        for len in [0, 1, 15, 16, 17, 128, 1000] {
+            let mut g = xs[..len].to_vec();
+            gelu_erf_inplace(&mut g);
+            let mut r = xs[..len].to_vec();
+            gelu_generic(&mut r);
+            assert_eq!(g, r, "gelu, len {len}");
+            let mask: Vec<f32> = (0..len)
+                .map(|i| if i % 5 == 2 { f32::MIN } else { 0.0 })
+                .collect();
+            for m in [None, Some(mask.as_slice())] {
+                let mut s = xs[..len].to_vec();
+                scaled_masked_softmax(&mut s, 0.7, m);
+                let mut e: Vec<f64> = xs[..len]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v as f64 * 0.7 + m.map_or(0.0, |m| m[i] as f64))
+                    .collect();
+                let max = e.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = e
+                    .iter_mut()
+                    .map(|v| {
+                        *v = (*v - max).exp();
+                        *v
+                    })
+                    .sum();
+                for (a, b) in s.iter().zip(&e) {
+                    assert!(
+                        (*a as f64 - b / sum).abs() < 1e-6,
+                        "softmax len {len}: {a} vs {}",
+                        b / sum
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! CPU fast paths for the hot layers (issue 7): a packed-weight AVX-512 f32 GEMM with fused
-//! bias and GELU, fused residual + LayerNorm, and fused multi-head attention.
+//! bias and GELU, fused residual + LayerNorm, fused multi-head attention, a VNNI int8 GEMM and
+//! an AMX bf16 GEMM.
 //!
 //! They sit behind candle: layers in [`crate::nn`] hand them the f32 data of contiguous CPU
 //! tensors and wrap the results back into tensors. Every fast path has a fallback (candle's own
 //! ops), taken on CPUs without AVX-512F, for other dtypes and devices, and when the environment
 //! variable `AUTOCLASS_KERNELS=candle` is set (for A/B comparisons). This module and its
-//! children are the only places besides the weight mmap allowed `unsafe` (SIMD intrinsics and
-//! `target_feature` calls, each with a `SAFETY:` comment).
+//! children are the only places besides the weight mmap allowed `unsafe` (SIMD intrinsics,
+//! `target_feature` calls and the AMX `asm!`, each with a `SAFETY:` comment).
 
+pub mod amx;
 pub mod attention;
 pub mod elementwise;
 pub mod gemm;

@@ -10,7 +10,7 @@ pub mod swin;
 pub mod vit;
 pub mod wav2vec2;
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -101,6 +101,30 @@ impl ModelOutput {
     /// The main outputs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
         self.entries.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    /// The same outputs with every float tensor cast to `dtype` (integer outputs kept).
+    pub fn to_float_dtype(self, dtype: DType) -> Result<Self> {
+        let cast = |t: Tensor| -> Result<Tensor> {
+            Ok(if t.dtype().is_float() {
+                t.to_dtype(dtype)?
+            } else {
+                t
+            })
+        };
+        let cast_all = |list: Option<Vec<Tensor>>| -> Result<Option<Vec<Tensor>>> {
+            list.map(|l| l.into_iter().map(cast).collect()).transpose()
+        };
+        Ok(ModelOutput {
+            entries: self
+                .entries
+                .into_iter()
+                .map(|(n, t)| Ok((n, cast(t)?)))
+                .collect::<Result<_>>()?,
+            hidden_states: cast_all(self.hidden_states)?,
+            attentions: cast_all(self.attentions)?,
+            feature_maps: cast_all(self.feature_maps)?,
+        })
     }
 
     /// Every output flattened under transformers' names: the main outputs, then

@@ -10,19 +10,21 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::kernels::attention::{AttentionShape, Seq};
-use crate::kernels::{self, gemm::Epilogue, gemm::PackedLinear, int8::QuantLinear};
+use crate::kernels::{self, amx::AmxLinear, gemm::Epilogue, gemm::PackedLinear, int8::QuantLinear};
 use crate::weights::{Init, VarBuilder};
 
 /// `nn.Linear`: `y = x Wᵀ + b`, with `W` stored `[out, in]`.
 ///
-/// On CPUs with AVX-512, f32 weights are packed once at load for [`crate::kernels::gemm`] and
-/// the original tensor is dropped; elsewhere the layer runs through candle's matmul.
+/// On CPUs with AVX-512, f32 weights are packed once at load for [`crate::kernels::gemm`] (or
+/// [`crate::kernels::int8`], [`crate::kernels::amx`] when asked) and the original tensor is
+/// dropped; elsewhere the layer runs through candle's matmul.
 #[derive(Clone, Debug)]
 pub struct Linear {
     weight: Option<Tensor>,
     bias: Option<Tensor>,
     packed: Option<Arc<PackedLinear>>,
     quant: Option<Arc<QuantLinear>>,
+    amx: Option<Arc<AmxLinear>>,
     out_dim: usize,
 }
 
@@ -49,6 +51,19 @@ impl Linear {
                     bias: None,
                     packed: None,
                     quant: Some(Arc::new(q)),
+                    amx: None,
+                    out_dim,
+                });
+            }
+        }
+        if vb.bf16_linear() && kernels::amx::available() {
+            if let Some(a) = amx_linear(&weight, bias.as_ref()) {
+                return Ok(Linear {
+                    weight: None,
+                    bias: None,
+                    packed: None,
+                    quant: None,
+                    amx: Some(Arc::new(a)),
                     out_dim,
                 });
             }
@@ -65,6 +80,7 @@ impl Linear {
                 bias: None,
                 packed: Some(Arc::new(packed)),
                 quant: None,
+                amx: None,
                 out_dim,
             },
             None => Linear {
@@ -72,6 +88,7 @@ impl Linear {
                 bias,
                 packed: None,
                 quant: None,
+                amx: None,
                 out_dim,
             },
         }
@@ -98,6 +115,28 @@ impl Linear {
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {
             *last = out_dim;
+        }
+        if let Some(amx) = &self.amx {
+            if amx.in_features() != in_dim {
+                return Err(Error::input(format!(
+                    "linear layer expects {} input features, got {in_dim}",
+                    amx.in_features()
+                )));
+            }
+            let epilogue = match act {
+                Some(Activation::Gelu) => Epilogue::GeluErf,
+                _ => Epilogue::None,
+            };
+            let dtype = x.dtype();
+            let xf = x.to_dtype(DType::F32)?.contiguous()?;
+            let y = kernels::with_f32(&xf, |data| amx.forward(data, rows, epilogue))
+                .flatten()
+                .ok_or_else(|| Error::input("the bf16 linear layer needs a CPU tensor"))?;
+            let y = Tensor::from_vec(y, out_dims, x.device())?.to_dtype(dtype)?;
+            return match act {
+                Some(a) if epilogue == Epilogue::None => a.forward(&y),
+                _ => Ok(y),
+            };
         }
         if let Some(quant) = &self.quant {
             if quant.in_features() != in_dim {
@@ -157,6 +196,21 @@ impl Linear {
             None => Ok(y),
         }
     }
+}
+
+/// Rounds an `[out, in]` weight to bf16 and packs it for AMX (bias kept f32), if it is an f32
+/// CPU tensor.
+fn amx_linear(weight: &Tensor, bias: Option<&Tensor>) -> Option<AmxLinear> {
+    let (o, i) = weight.dims2().ok()?;
+    let wc = weight.to_dtype(DType::F32).ok()?.contiguous().ok()?;
+    let b = match bias {
+        Some(b) => Some(kernels::with_f32(
+            &b.to_dtype(DType::F32).ok()?.contiguous().ok()?,
+            |d| d.to_vec(),
+        )?),
+        None => None,
+    };
+    kernels::with_f32(&wc, |w| AmxLinear::pack(w, o, i, b.as_deref())).flatten()
 }
 
 /// Quantizes an `[out, in]` weight (and bias) to int8, if it is an f32 CPU tensor.
@@ -421,28 +475,43 @@ impl MultiHeadAttention {
             }
             _ => None,
         };
-        let proj = match (fused, fused_quant) {
-            (Some(p), _) => QkvProjection::Fused {
+        let fused_amx = match (&query.amx, &key.amx, &value.amx) {
+            (Some(q), Some(k), Some(v)) if key.out_dim == dim && value.out_dim == dim => {
+                AmxLinear::concat(&[q, k, v])
+            }
+            _ => None,
+        };
+        let empty = |out_dim: usize| Linear {
+            weight: None,
+            bias: None,
+            packed: None,
+            quant: None,
+            amx: None,
+            out_dim,
+        };
+        let proj = match (fused, fused_quant, fused_amx) {
+            (Some(p), _, _) => QkvProjection::Fused {
                 qkv: Linear {
-                    weight: None,
-                    bias: None,
-                    out_dim: p.out_features(),
                     packed: Some(Arc::new(p)),
-                    quant: None,
+                    ..empty(3 * dim)
                 },
                 dim,
             },
-            (None, Some(q)) => QkvProjection::Fused {
+            (None, Some(q), _) => QkvProjection::Fused {
                 qkv: Linear {
-                    weight: None,
-                    bias: None,
-                    out_dim: q.out_features(),
-                    packed: None,
                     quant: Some(Arc::new(q)),
+                    ..empty(3 * dim)
                 },
                 dim,
             },
-            (None, None) => QkvProjection::Separate { query, key, value },
+            (None, None, Some(a)) => QkvProjection::Fused {
+                qkv: Linear {
+                    amx: Some(Arc::new(a)),
+                    ..empty(3 * dim)
+                },
+                dim,
+            },
+            (None, None, None) => QkvProjection::Separate { query, key, value },
         };
         MultiHeadAttention { proj, num_heads }
     }

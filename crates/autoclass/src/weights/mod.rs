@@ -299,7 +299,8 @@ pub enum DTypeChoice {
     F32,
     /// float16.
     F16,
-    /// bfloat16.
+    /// bfloat16. On CPUs with AMX, Linear layers run in bf16 on AMX (f32 accumulation) and the
+    /// other layers in f32, as PyTorch's CPU autocast does; the outputs are bf16.
     BF16,
     /// Dynamic int8 quantization of Linear layers (AVX-512 VNNI CPUs; elsewhere f32): weights
     /// int8 per output channel, activations u8 per row at run time, everything else f32.
@@ -396,6 +397,8 @@ struct LoadState {
     init_budget: Mutex<(usize, usize)>,
     /// Quantize Linear layers to int8 ([`DTypeChoice::Int8`]).
     int8_linear: bool,
+    /// Run Linear layers in bf16 on AMX ([`DTypeChoice::BF16`] on AMX CPUs).
+    bf16_linear: bool,
 }
 
 /// At most this many parameters may be missing from a checkpoint and newly initialised.
@@ -430,6 +433,7 @@ impl VarBuilder {
                 missing: Mutex::new(Vec::new()),
                 init_budget: Mutex::new((0, 0)),
                 int8_linear: false,
+                bf16_linear: false,
             }),
             path: Vec::new(),
         }
@@ -461,6 +465,20 @@ impl VarBuilder {
     /// Whether Linear layers quantize their weights to int8.
     pub fn int8_linear(&self) -> bool {
         self.state.int8_linear
+    }
+
+    /// Asks Linear layers to round their weights to bf16 and multiply on AMX, the rest of the
+    /// model staying in the builder's dtype (call right after [`Self::new`]).
+    pub fn with_bf16_linear(mut self, on: bool) -> Self {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.bf16_linear = on;
+        }
+        self
+    }
+
+    /// Whether Linear layers run in bf16 on AMX.
+    pub fn bf16_linear(&self) -> bool {
+        self.state.bf16_linear
     }
 
     /// The device weights are loaded on.
