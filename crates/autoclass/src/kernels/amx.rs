@@ -513,6 +513,220 @@ fn block(
     }
 }
 
+/// Whether the AMX int8 path is usable: [`available`] and AMX-INT8.
+pub fn int8_available() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    #[cfg(target_arch = "x86_64")]
+    let has = || std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 25) != 0;
+    #[cfg(not(target_arch = "x86_64"))]
+    let has = || false;
+    *ON.get_or_init(|| available() && has())
+}
+
+/// One 64-byte cache line of int8 values: a tile row of 64 bytes.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+struct Bytes([u8; 64]);
+
+/// int8 weights `[n, k]` packed for `tdpbusd` (u8 activations × i8 weights, i32 sums): the
+/// tile of 16-column block `nb` and 64-deep k block `kb` is at line `(nb·kt + kb)·16`; its row
+/// `p` holds, for column `c`, `W[nb·16 + c, kb·64 + 4p + t]` at byte `4c + t`. Zero padding.
+#[derive(Debug)]
+pub struct AmxInt8 {
+    n: usize,
+    k: usize,
+    kt: usize,
+    w: Vec<Bytes>,
+}
+
+impl AmxInt8 {
+    /// Packs the `[n, k]` int8 matrix whose element `(row, kk)` is `at(row, kk)`. `None` when
+    /// AMX int8 is not [`int8_available`].
+    pub fn pack(n: usize, k: usize, at: impl Fn(usize, usize) -> i8 + Sync) -> Option<Self> {
+        if !int8_available() || n == 0 || k == 0 {
+            return None;
+        }
+        let n_pad = n.div_ceil(32) * 32;
+        let kt = k.div_ceil(64);
+        let mut w = vec![Bytes([0; 64]); (n_pad / 16).checked_mul(kt)?.checked_mul(16)?];
+        w.par_chunks_mut(kt * 16)
+            .enumerate()
+            .for_each(|(nb, block)| {
+                for (kb, tile) in block.chunks_exact_mut(16).enumerate() {
+                    for (p, row) in tile.iter_mut().enumerate() {
+                        for c in 0..16 {
+                            let col = nb * 16 + c;
+                            if col >= n {
+                                break;
+                            }
+                            for t in 0..4 {
+                                let kk = kb * 64 + 4 * p + t;
+                                if kk < k {
+                                    row.0[4 * c + t] = at(col, kk) as u8;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        Some(AmxInt8 { n, k, kt, w })
+    }
+
+    /// Stacks packed matrices with the same `k` along `n` (each `n` a multiple of 32).
+    pub fn concat(parts: &[&AmxInt8]) -> Option<Self> {
+        let first = parts.first()?;
+        if parts.iter().any(|p| p.k != first.k || p.n % 32 != 0) {
+            return None;
+        }
+        let mut w = Vec::with_capacity(parts.iter().map(|p| p.w.len()).sum());
+        for p in parts {
+            w.extend_from_slice(&p.w);
+        }
+        Some(AmxInt8 {
+            n: parts.iter().map(|p| p.n).sum(),
+            k: first.k,
+            kt: first.kt,
+            w,
+        })
+    }
+
+    /// Bytes per activation row [`Self::matmul`] expects: `k` rounded up to 64.
+    pub fn row_bytes(&self) -> usize {
+        self.kt * 64
+    }
+
+    /// Columns of [`Self::matmul`]'s output rows: `n` rounded up to 32.
+    pub fn out_cols(&self) -> usize {
+        self.n.div_ceil(32) * 32
+    }
+
+    /// `acc = a · Wᵀ` in i32 on this thread: `a` holds `ceil16(m)` rows of
+    /// [`Self::row_bytes`] u8 values (the columns past `k` are ignored: the weights there are
+    /// zero), `acc` as many rows of [`Self::out_cols`]. `None` when the lengths disagree.
+    pub fn matmul(&self, a: &[u8], m: usize, acc: &mut [i32]) -> Option<()> {
+        let (kt, lda, ldo) = (self.kt, self.row_bytes(), self.out_cols());
+        let m_pad = m.div_ceil(16) * 16;
+        if a.len() < m_pad * lda || acc.len() < m_pad * ldo || self.w.len() < ldo / 16 * kt * 16 {
+            return None;
+        }
+        let _tiles = TileGuard::new();
+        let tile_lines = kt * 16;
+        for ic in (0..m_pad).step_by(M_CHUNK) {
+            let chunk_end = (ic + M_CHUNK).min(m_pad);
+            for j0 in (0..ldo).step_by(32) {
+                let b0 = self.w.get((j0 / 16) * tile_lines..)?;
+                let b1 = self
+                    .w
+                    .get((j0 / 16 + 1) * tile_lines..(j0 / 16 + 2) * tile_lines)?;
+                for i0 in (ic..chunk_end).step_by(32) {
+                    let two_tiles = i0 + 16 < m_pad;
+                    let rows = if two_tiles { 32 } else { 16 };
+                    let a0 = a.get(i0 * lda..(i0 + rows) * lda)?;
+                    let c = acc.get_mut(i0 * ldo + j0..(i0 + rows - 1) * ldo + j0 + 32)?;
+                    block_int8(a0, lda, b0, b1, kt, two_tiles, c.as_mut_ptr(), ldo);
+                }
+            }
+        }
+        Some(())
+    }
+}
+
+/// One i32 output block of 32 (or, without `two_tiles`, 16) rows × 32 columns of `c` (row
+/// stride `ldc` lanes) = A · B over `kt` k blocks of 64: `a` holds the block's rows of `lda`
+/// bytes, `b0`/`b1` the two column blocks' `kt` tiles. The caller checked the lengths.
+#[allow(clippy::too_many_arguments)]
+fn block_int8(
+    a: &[u8],
+    lda: usize,
+    b0: &[Bytes],
+    b1: &[Bytes],
+    kt: usize,
+    two_tiles: bool,
+    c: *mut i32,
+    ldc: usize,
+) {
+    let a0 = a.as_ptr();
+    let (b0, b1, ldc) = (b0.as_ptr(), b1.as_ptr(), ldc * 4);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: tiles are configured (`TileGuard`); the caller checked that `a` holds the block's
+    // rows of `lda` ≥ 64·kt bytes, that `b0`/`b1` hold `kt` tiles of 1 KiB and that `c` covers
+    // the output block.
+    unsafe {
+        if two_tiles {
+            std::arch::asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "mov {a1}, {lda}",
+                "shl {a1}, 4",
+                "add {a1}, {a0}",
+                "mov {t:e}, 64",
+                "2:",
+                "tileloadd tmm4, [{a0} + {lda}*1]",
+                "tileloadd tmm6, [{b0} + {t}*1]",
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {t}*1]",
+                "tdpbusd tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {lda}*1]",
+                "tdpbusd tmm2, tmm5, tmm6",
+                "tdpbusd tmm3, tmm5, tmm7",
+                "add {a0}, 64",
+                "add {a1}, 64",
+                "add {b0}, 1024",
+                "add {b1}, 1024",
+                "dec {kt}",
+                "jnz 2b",
+                "tilestored [{c} + {ldc}*1], tmm0",
+                "tilestored [{c} + {ldc}*1 + 64], tmm1",
+                "mov {t}, {ldc}",
+                "shl {t}, 4",
+                "add {t}, {c}",
+                "tilestored [{t} + {ldc}*1], tmm2",
+                "tilestored [{t} + {ldc}*1 + 64], tmm3",
+                a0 = inout(reg) a0 => _,
+                a1 = out(reg) _,
+                lda = in(reg) lda,
+                b0 = inout(reg) b0 => _,
+                b1 = inout(reg) b1 => _,
+                kt = inout(reg) kt => _,
+                c = in(reg) c,
+                ldc = in(reg) ldc,
+                t = out(reg) _,
+                options(nostack),
+            );
+        } else {
+            std::arch::asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "mov {t:e}, 64",
+                "2:",
+                "tileloadd tmm4, [{a0} + {lda}*1]",
+                "tileloadd tmm6, [{b0} + {t}*1]",
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {t}*1]",
+                "tdpbusd tmm1, tmm4, tmm7",
+                "add {a0}, 64",
+                "add {b0}, 1024",
+                "add {b1}, 1024",
+                "dec {kt}",
+                "jnz 2b",
+                "tilestored [{c} + {ldc}*1], tmm0",
+                "tilestored [{c} + {ldc}*1 + 64], tmm1",
+                a0 = inout(reg) a0 => _,
+                lda = in(reg) lda,
+                b0 = inout(reg) b0 => _,
+                b1 = inout(reg) b1 => _,
+                kt = inout(reg) kt => _,
+                c = in(reg) c,
+                ldc = in(reg) ldc,
+                t = out(reg) _,
+                options(nostack),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -562,6 +776,50 @@ mod tests {
                     assert!(
                         (got - s).abs() <= 1e-5 * mag.max(1.0),
                         "m={m} n={n} k={k} ({i},{j}): {got} vs {s}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Exact i32 sums on ragged shapes.
+    #[test]
+    fn int8_matches_integer_reference() {
+        if !int8_available() {
+            return;
+        }
+        for &(m, n, k) in &[
+            (1usize, 32usize, 1usize),
+            (5, 64, 70),
+            (16, 32, 64),
+            (33, 96, 200),
+            (130, 32, 768),
+        ] {
+            let w: Vec<i8> = (0..n * k).map(|i| ((i * 7919) % 255) as i8).collect();
+            let p = AmxInt8::pack(n, k, |r, kk| w[r * k + kk]).unwrap();
+            let lda = p.row_bytes();
+            let m_pad = m.div_ceil(16) * 16;
+            let mut a = vec![0u8; m_pad * lda];
+            for r in 0..m {
+                for kk in 0..k {
+                    a[r * lda + kk] = ((r * 31 + kk * 17) % 256) as u8;
+                }
+                // Columns past k are ignored.
+                for kk in k..lda {
+                    a[r * lda + kk] = 255;
+                }
+            }
+            let mut acc = vec![0i32; m_pad * p.out_cols()];
+            p.matmul(&a, m, &mut acc).unwrap();
+            for r in 0..m {
+                for c in 0..n {
+                    let want: i32 = (0..k)
+                        .map(|kk| a[r * lda + kk] as i32 * w[c * k + kk] as i32)
+                        .sum();
+                    assert_eq!(
+                        acc[r * p.out_cols() + c],
+                        want,
+                        "m={m} n={n} k={k} ({r},{c})"
                     );
                 }
             }

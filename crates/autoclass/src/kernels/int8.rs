@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use super::amx::AmxInt8;
+
 /// Columns per packed panel (two zmm registers of 16 i32 lanes).
 const NR: usize = 32;
 /// Rows per micro-kernel tile.
@@ -37,6 +39,8 @@ pub struct QuantLinear {
     scale: Vec<f32>,
     colsum: Vec<i32>,
     bias: Vec<f32>,
+    /// The same weights packed for AMX (`tdpbusd`) on CPUs that have it.
+    amx: Option<AmxInt8>,
 }
 
 impl QuantLinear {
@@ -70,6 +74,9 @@ impl QuantLinear {
             }
             colsum[row] = sum;
         }
+        let amx = AmxInt8::pack(n, k, |row, kk| {
+            data[(row / NR) * kq * NR + (kk / 4) * 4 * NR + 4 * (row % NR) + kk % 4]
+        });
         Some(QuantLinear {
             n,
             k,
@@ -78,6 +85,7 @@ impl QuantLinear {
             scale,
             colsum,
             bias,
+            amx,
         })
     }
 
@@ -97,7 +105,10 @@ impl QuantLinear {
             scale: Vec::new(),
             colsum: Vec::new(),
             bias: Vec::new(),
+            amx: None,
         };
+        let amx: Option<Vec<&AmxInt8>> = parts.iter().map(|p| p.amx.as_ref()).collect();
+        out.amx = amx.and_then(|a| AmxInt8::concat(&a));
         for p in parts {
             out.n += p.n;
             out.data.extend_from_slice(&p.data);
@@ -156,6 +167,10 @@ impl QuantLinear {
 
     #[inline(always)]
     fn rows_generic(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        if let Some(amx) = &self.amx {
+            self.rows_amx(amx, x, m, y);
+            return;
+        }
         let (k, kq, n) = (self.k, self.kq, self.n);
         let quads = kq / 4;
         let blocks = m.div_ceil(MR);
@@ -207,6 +222,57 @@ impl QuantLinear {
                         *o = s * self.scale[col] * acc as f32 + self.bias[col];
                     }
                 }
+            }
+        }
+    }
+}
+
+impl QuantLinear {
+    /// [`Self::rows_generic`] through the AMX tiles: the rows are quantised (as there) into a
+    /// u8 matrix, multiplied in i32, then rescaled.
+    #[inline(always)]
+    fn rows_amx(&self, amx: &AmxInt8, x: &[f32], m: usize, y: &mut [f32]) {
+        let (k, n) = (self.k, self.n);
+        let (lda, ldo) = (amx.row_bytes(), amx.out_cols());
+        let m_pad = m.div_ceil(16) * 16;
+        let mut a = vec![0u8; m_pad * lda];
+        let mut sa = vec![1f32; m];
+        let mut za = vec![0i32; m];
+        for (r, (xr, qr)) in x
+            .chunks_exact(k)
+            .zip(a.chunks_exact_mut(lda))
+            .take(m)
+            .enumerate()
+        {
+            let (lo, hi) = xr
+                .iter()
+                .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            let s = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+            let z = (-lo / s).round().clamp(0.0, 255.0);
+            sa[r] = s;
+            za[r] = z as i32;
+            for (q, &v) in qr.iter_mut().zip(xr) {
+                *q = ((v / s).round() + z).clamp(0.0, 255.0) as u8;
+            }
+        }
+        let mut acc = vec![0i32; m_pad * ldo];
+        if amx.matmul(&a, m, &mut acc).is_none() {
+            return;
+        }
+        for (r, (yr, ar)) in y
+            .chunks_exact_mut(n)
+            .zip(acc.chunks_exact(ldo))
+            .take(m)
+            .enumerate()
+        {
+            let (s, z) = (sa[r], za[r]);
+            for (((o, &a), (&cs, &sw)), &b) in yr
+                .iter_mut()
+                .zip(ar)
+                .zip(self.colsum.iter().zip(&self.scale))
+                .zip(&self.bias)
+            {
+                *o = s * sw * (a - z * cs) as f32 + b;
             }
         }
     }
@@ -275,8 +341,15 @@ mod tests {
             let x: Vec<f32> = (0..m * k).map(|_| next() + 0.3).collect();
             let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
             let b: Vec<f32> = (0..n).map(|_| next()).collect();
-            let q = QuantLinear::quantize(&w, n, k, Some(&b)).unwrap();
+            let mut q = QuantLinear::quantize(&w, n, k, Some(&b)).unwrap();
             let y = q.forward(&x, m).unwrap();
+            // The VNNI kernel gives the same integers as the AMX one.
+            q.amx = None;
+            assert_eq!(
+                q.forward(&x, m).unwrap(),
+                y,
+                "m={m} n={n} k={k}: VNNI vs AMX"
+            );
             for i in 0..m {
                 for j in 0..n {
                     let exact: f32 =
