@@ -25,15 +25,33 @@ pub struct AttentionShape {
     pub heads: usize,
 }
 
-/// One (sequence, head): writes `ctx` `[len, hd]`. Both products run through the packed GEMM
-/// on this thread (`S = Q Kᵀ` with the keys packed as weights, then `P V` with the values
-/// packed transposed).
+/// What is added to the scaled scores before the softmax.
+#[derive(Clone, Copy, Debug)]
+enum Additive<'a> {
+    /// Nothing.
+    None,
+    /// One value per key, indexed by the key's row in the batch (transformers' padding mask).
+    Keys(&'a [f32]),
+    /// Swin's windows (all `n` long): `bias` `[heads, n, n]` for every window and, for shifted
+    /// windows, `mask` `[nw, n, n]` (window `w` takes `mask[w % nw]`).
+    Windows {
+        bias: &'a [f32],
+        mask: Option<&'a [f32]>,
+        nw: usize,
+    },
+}
+
+/// One (sequence `qi`, head `h`): writes `ctx` `[len, hd]`. Both products run through the
+/// packed GEMM on this thread (`S = Q Kᵀ` with the keys packed as weights, then `P V` with the
+/// values packed transposed).
+#[allow(clippy::too_many_arguments)]
 fn head(
     qkv: &[f32],
     s: AttentionShape,
     seq: Seq,
+    qi: usize,
     h: usize,
-    mask: Option<&[f32]>,
+    add: Additive<'_>,
     scale: f32,
     ctx: &mut [f32],
 ) -> Option<()> {
@@ -47,12 +65,34 @@ fn head(
     let keys = PackedLinear::pack_block(rows, ld, d + h * hd, l, hd)?;
     let mut scores = keys.forward_serial(rows.get(h * hd..)?, ld, l)?;
     let values = PackedLinear::pack_block_transposed(rows, ld, 2 * d + h * hd, l, hd)?;
-    let mask = match mask {
-        Some(m) => Some(m.get(seq.start..seq.start + l)?),
-        None => None,
-    };
-    for row in scores.chunks_exact_mut(l) {
-        scaled_masked_softmax(row, scale, mask);
+    match add {
+        Additive::None => {
+            for row in scores.chunks_exact_mut(l) {
+                scaled_masked_softmax(row, scale, None, None);
+            }
+        }
+        Additive::Keys(m) => {
+            let m = m.get(seq.start..seq.start + l)?;
+            for row in scores.chunks_exact_mut(l) {
+                scaled_masked_softmax(row, scale, Some(m), None);
+            }
+        }
+        Additive::Windows { bias, mask, nw } => {
+            let bias = bias.get(h * l * l..(h + 1) * l * l)?;
+            let w = qi % nw.max(1);
+            let mask = match mask {
+                Some(m) => Some(m.get(w * l * l..(w + 1) * l * l)?),
+                None => None,
+            };
+            for (i, row) in scores.chunks_exact_mut(l).enumerate() {
+                let b = bias.get(i * l..(i + 1) * l);
+                let m = match mask {
+                    Some(m) => Some(m.get(i * l..(i + 1) * l)?),
+                    None => None,
+                };
+                scaled_masked_softmax(row, scale, b, m);
+            }
+        }
     }
     let out = values.forward_serial(&scores, l, l)?;
     ctx.get_mut(..l * hd)?.copy_from_slice(&out);
@@ -71,14 +111,66 @@ pub fn attention(
     mask: Option<&[f32]>,
     scale: f32,
 ) -> Option<Vec<f32>> {
+    let rows = qkv.len() / (3 * s.dim.max(1));
+    if mask.is_some_and(|m| m.len() != rows) {
+        return None;
+    }
+    let add = match mask {
+        Some(m) => Additive::Keys(m),
+        None => Additive::None,
+    };
+    run(qkv, s, seqs, add, scale)
+}
+
+/// Swin's window attention: `softmax(Q Kᵀ · scale + bias[h] + mask[w % nw]) V` over the
+/// windows of `qkv` `[windows · n, 3·D]` (each window `n` rows that attend to each other),
+/// with the relative position `bias` `[heads, n, n]` and, for shifted windows, `mask`
+/// `[nw, n, n]`. Returns the merged context `[windows · n, D]`, or `None` when the lengths
+/// disagree.
+pub fn window_attention(
+    qkv: &[f32],
+    s: AttentionShape,
+    n: usize,
+    bias: &[f32],
+    mask: Option<(&[f32], usize)>,
+    scale: f32,
+) -> Option<Vec<f32>> {
+    let rows = qkv.len() / (3 * s.dim.max(1));
+    if n == 0 || rows % n != 0 || bias.len() != s.heads.checked_mul(n * n)? {
+        return None;
+    }
+    if let Some((m, nw)) = mask {
+        if nw == 0 || m.len() != nw.checked_mul(n * n)? {
+            return None;
+        }
+    }
+    let seqs: Vec<Seq> = (0..rows / n)
+        .map(|w| Seq {
+            start: w * n,
+            len: n,
+        })
+        .collect();
+    let add = Additive::Windows {
+        bias,
+        mask: mask.map(|(m, _)| m),
+        nw: mask.map_or(1, |(_, nw)| nw),
+    };
+    run(qkv, s, &seqs, add, scale)
+}
+
+/// [`attention`] and [`window_attention`]: every (sequence, head) in parallel.
+fn run(
+    qkv: &[f32],
+    s: AttentionShape,
+    seqs: &[Seq],
+    add: Additive<'_>,
+    scale: f32,
+) -> Option<Vec<f32>> {
     let (d, heads) = (s.dim, s.heads);
     if heads == 0 || d % heads != 0 || qkv.len() % (3 * d) != 0 {
         return None;
     }
     let rows = qkv.len() / (3 * d);
-    if mask.is_some_and(|m| m.len() != rows) {
-        return None;
-    }
     // Sequences must be in order, disjoint and inside the buffer.
     let mut next = 0usize;
     for q in seqs {
@@ -92,20 +184,20 @@ pub fn attention(
     let threads = rayon::current_num_threads().max(1);
     if seqs.len() >= threads * 2 || seqs.len() >= 8 {
         // Hand each sequence its own rows of the output.
-        let mut slices: Vec<(Seq, &mut [f32])> = Vec::with_capacity(seqs.len());
+        let mut slices: Vec<(usize, Seq, &mut [f32])> = Vec::with_capacity(seqs.len());
         let mut rest: &mut [f32] = &mut out;
         let mut at = 0usize;
-        for q in seqs {
+        for (qi, q) in seqs.iter().enumerate() {
             let (_, tail) = rest.split_at_mut((q.start - at) * d);
             let (mine, tail) = tail.split_at_mut(q.len * d);
-            slices.push((*q, mine));
+            slices.push((qi, *q, mine));
             rest = tail;
             at = q.start + q.len;
         }
-        let ok = slices.into_par_iter().all(|(q, ob)| {
+        let ok = slices.into_par_iter().all(|(qi, q, ob)| {
             let mut ctx = vec![0f32; q.len * hd];
             for h in 0..heads {
-                if head(qkv, s, q, h, mask, scale, &mut ctx).is_none() {
+                if head(qkv, s, q, qi, h, add, scale, &mut ctx).is_none() {
                     return false;
                 }
                 for i in 0..q.len {
@@ -122,9 +214,10 @@ pub fn attention(
         let parts: Option<Vec<(Seq, usize, Vec<f32>)>> = (0..seqs.len() * heads)
             .into_par_iter()
             .map(|t| {
-                let (q, h) = (seqs[t / heads], t % heads);
+                let (qi, h) = (t / heads, t % heads);
+                let q = seqs[qi];
                 let mut ctx = vec![0f32; q.len * hd];
-                head(qkv, s, q, h, mask, scale, &mut ctx)?;
+                head(qkv, s, q, qi, h, add, scale, &mut ctx)?;
                 Some((q, h, ctx))
             })
             .collect();
@@ -211,6 +304,63 @@ mod tests {
                         for c in 0..hd {
                             let got = out[(q.start + i) * d + h * hd + c] as f64;
                             assert!((got - e[c]).abs() < 1e-5, "{got} vs {}", e[c]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn window_attention_matches_naive() {
+        if !crate::kernels::avx512() {
+            return;
+        }
+        let (d, heads, n, nw, windows) = (64, 2, 9, 2, 4);
+        let rows = n * windows;
+        let qkv: Vec<f32> = (0..rows * 3 * d)
+            .map(|i| (((i * 2654435761usize) >> 9) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let bias: Vec<f32> = (0..heads * n * n).map(|i| (i % 11) as f32 / 7.0).collect();
+        let mask: Vec<f32> = (0..nw * n * n)
+            .map(|i| if i % 5 == 1 { -100.0 } else { 0.0 })
+            .collect();
+        let hd = d / heads;
+        for with_mask in [false, true] {
+            let m = with_mask.then_some((mask.as_slice(), nw));
+            let out =
+                window_attention(&qkv, AttentionShape { dim: d, heads }, n, &bias, m, 0.2).unwrap();
+            for w in 0..windows {
+                for h in 0..heads {
+                    for i in 0..n {
+                        let at = |row: usize, col: usize| qkv[(w * n + row) * 3 * d + col] as f64;
+                        let mut sc: Vec<f64> = (0..n)
+                            .map(|j| {
+                                let dot: f64 = (0..hd)
+                                    .map(|c| at(i, h * hd + c) * at(j, d + h * hd + c))
+                                    .sum();
+                                let extra = if with_mask {
+                                    mask[(w % nw) * n * n + i * n + j] as f64
+                                } else {
+                                    0.0
+                                };
+                                dot * 0.2 + bias[h * n * n + i * n + j] as f64 + extra
+                            })
+                            .collect();
+                        let max = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        let sum: f64 = sc
+                            .iter_mut()
+                            .map(|v| {
+                                *v = (*v - max).exp();
+                                *v
+                            })
+                            .sum();
+                        for c in 0..hd {
+                            let e: f64 = (0..n)
+                                .map(|j| sc[j] / sum * at(j, 2 * d + h * hd + c))
+                                .sum();
+                            let got = out[(w * n + i) * d + h * hd + c] as f64;
+                            assert!((got - e).abs() < 1e-5, "{got} vs {e}");
                         }
                     }
                 }

@@ -212,21 +212,26 @@ fn softmax_generic(xs: &mut [f32]) {
 }
 
 /// In-place softmax of one row (max-subtracted, f32) of attention scores, after scaling them by
-/// `scale` and adding the additive `mask` (one value per element) when given.
-pub fn scaled_masked_softmax(xs: &mut [f32], scale: f32, mask: Option<&[f32]>) {
-    if mask.is_some_and(|m| m.len() < xs.len()) {
+/// `scale` and adding the additive `mask` and then `mask2` (one value per element) when given.
+pub fn scaled_masked_softmax(
+    xs: &mut [f32],
+    scale: f32,
+    mask: Option<&[f32]>,
+    mask2: Option<&[f32]>,
+) {
+    if mask.is_some_and(|m| m.len() < xs.len()) || mask2.is_some_and(|m| m.len() < xs.len()) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if super::avx512() {
-        // SAFETY: AVX-512F was detected at run time, and `mask` covers `xs` (checked above).
-        unsafe { simd::scaled_masked_softmax(xs, scale, mask) };
+        // SAFETY: AVX-512F was detected at run time, and both masks cover `xs` (checked above).
+        unsafe { simd::scaled_masked_softmax(xs, scale, mask, mask2) };
         return;
     }
     for v in xs.iter_mut() {
         *v *= scale;
     }
-    if let Some(m) = mask {
+    for m in [mask, mask2].into_iter().flatten() {
         for (v, &mv) in xs.iter_mut().zip(m) {
             *v += mv;
         }
@@ -322,18 +327,23 @@ mod simd {
         }
     }
 
-    /// In-place `softmax(xs · scale + mask)`.
+    /// In-place `softmax(xs · scale + mask + mask2)`.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F, and `mask` (when given) must hold at least `xs.len()`
+    /// The CPU must support AVX-512F, and the masks (when given) must hold at least `xs.len()`
     /// floats.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn scaled_masked_softmax(xs: &mut [f32], scale: f32, mask: Option<&[f32]>) {
+    pub(super) unsafe fn scaled_masked_softmax(
+        xs: &mut [f32],
+        scale: f32,
+        mask: Option<&[f32]>,
+        mask2: Option<&[f32]>,
+    ) {
         let len = xs.len();
         let p = xs.as_mut_ptr();
         let sc = _mm512_set1_ps(scale);
         // SAFETY (whole body): every access is either a full 16-float block below `len` or a
-        // masked access of the lanes below `len`; `mask` has at least `len` floats.
+        // masked access of the lanes below `len`; the masks have at least `len` floats.
         unsafe {
             // Pass 1: scale, add the mask, store back, track the maximum.
             let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
@@ -346,6 +356,9 @@ mod simd {
                 };
                 let mut v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p.add(i)), sc);
                 if let Some(m) = mask {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, m.as_ptr().add(i)));
+                }
+                if let Some(m) = mask2 {
                     v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, m.as_ptr().add(i)));
                 }
                 _mm512_mask_storeu_ps(p.add(i), k, v);
@@ -439,13 +452,22 @@ mod tests {
             let mask: Vec<f32> = (0..len)
                 .map(|i| if i % 5 == 2 { f32::MIN } else { 0.0 })
                 .collect();
-            for m in [None, Some(mask.as_slice())] {
+            let bias: Vec<f32> = (0..len).map(|i| (i % 7) as f32 / 3.0).collect();
+            for (m, m2) in [
+                (None, None),
+                (Some(mask.as_slice()), None),
+                (Some(bias.as_slice()), Some(mask.as_slice())),
+            ] {
                 let mut s = xs[..len].to_vec();
-                scaled_masked_softmax(&mut s, 0.7, m);
+                scaled_masked_softmax(&mut s, 0.7, m, m2);
                 let mut e: Vec<f64> = xs[..len]
                     .iter()
                     .enumerate()
-                    .map(|(i, &v)| v as f64 * 0.7 + m.map_or(0.0, |m| m[i] as f64))
+                    .map(|(i, &v)| {
+                        v as f64 * 0.7
+                            + m.map_or(0.0, |m| m[i] as f64)
+                            + m2.map_or(0.0, |m| m[i] as f64)
+                    })
                     .collect();
                 let max = e.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let sum: f64 = e

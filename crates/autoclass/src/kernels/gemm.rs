@@ -22,9 +22,9 @@ pub const MR: usize = 12;
 /// Depth of one k block. Measured on BERT-base shapes (1 thread, Sapphire Rapids), one block
 /// over all of `k` beat 192-deep blocks by up to 10%: no partial sums reloaded from memory.
 const KC: usize = 4096;
-/// Floats of packed `x` per pass over the weights (1.5 MiB: L2-resident); the row chunk is
+/// Floats of packed `x` per pass over the weights (768 KiB: L2-resident); the row chunk is
 /// this divided by the block depth.
-const MO_FLOATS: usize = 393_216;
+const MO_FLOATS: usize = 196_608;
 /// Rows per inner block of a panel pass (a multiple of `MR`).
 const MC: usize = 96;
 /// Panels per column block (one: a full-depth panel is already L2-sized).

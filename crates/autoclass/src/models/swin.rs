@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use crate::backbone::StageSelection;
 use crate::config::{parse_typed, Config, ModelConfig};
 use crate::error::{Error, Result};
+use crate::kernels::{self, attention, attention::AttentionShape};
 use crate::models::{Batch, ForwardOptions, ModelOutput, TaskModel};
 use crate::nn::{check_heads, Activation, Conv2d, Conv2dSpec, LayerNorm, Linear};
 use crate::registry::{unsupported_task, Architecture, Task};
@@ -297,6 +298,9 @@ struct SwinBlock {
     value: Linear,
     /// `[heads, ws², ws²]`.
     relative_position_bias: Tensor,
+    /// Q, K and V as one projection, with the bias's f32 values, for the fused window
+    /// attention kernel (when the layers are on a fast path).
+    fused: Option<(Linear, Vec<f32>)>,
     output: Linear,
     layernorm_after: LayerNorm,
     intermediate: Linear,
@@ -333,12 +337,23 @@ impl SwinBlock {
             .permute((2, 0, 1))?
             .contiguous()?;
         let hidden = (cfg.mlp_ratio * dim as f64) as usize;
+        let query = Linear::load(&sa.pp("query"), dim, dim, cfg.qkv_bias, std)?;
+        let key = Linear::load(&sa.pp("key"), dim, dim, cfg.qkv_bias, std)?;
+        let value = Linear::load(&sa.pp("value"), dim, dim, cfg.qkv_bias, std)?;
+        let fused = match Linear::fuse(&[&query, &key, &value]) {
+            Some(qkv) => {
+                let bias = relative_position_bias.to_dtype(DType::F32)?.flatten_all()?;
+                Some((qkv, bias.to_vec1::<f32>()?))
+            }
+            None => None,
+        };
         Ok(SwinBlock {
             layernorm_before: LayerNorm::load(&vb.pp("layernorm_before"), dim, cfg.layer_norm_eps)?,
-            query: Linear::load(&sa.pp("query"), dim, dim, cfg.qkv_bias, std)?,
-            key: Linear::load(&sa.pp("key"), dim, dim, cfg.qkv_bias, std)?,
-            value: Linear::load(&sa.pp("value"), dim, dim, cfg.qkv_bias, std)?,
+            query,
+            key,
+            value,
             relative_position_bias,
+            fused,
             output: Linear::load(&att.pp("output").pp("dense"), dim, dim, true, std)?,
             layernorm_after: LayerNorm::load(&vb.pp("layernorm_after"), dim, cfg.layer_norm_eps)?,
             intermediate: Linear::load(&vb.pp("intermediate").pp("dense"), dim, hidden, true, std)?,
@@ -355,6 +370,29 @@ impl SwinBlock {
         let (bw, n, c) = windows.dims3()?;
         let heads = self.num_heads;
         let hd = c / heads;
+        if let Some((qkv, bias)) = &self.fused {
+            if windows.dtype() == DType::F32 {
+                let y = qkv.forward(windows)?;
+                let mask_values = match mask {
+                    Some(m) => Some((
+                        m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+                        m.dim(0)?,
+                    )),
+                    None => None,
+                };
+                let shape = AttentionShape { dim: c, heads };
+                let scale = (1.0 / (hd as f64).sqrt()) as f32;
+                let ctx = kernels::with_f32(&y.contiguous()?, |data| {
+                    let mask = mask_values.as_ref().map(|(m, nw)| (m.as_slice(), *nw));
+                    attention::window_attention(data, shape, n, bias, mask, scale)
+                })
+                .flatten();
+                if let Some(ctx) = ctx {
+                    let ctx = Tensor::from_vec(ctx, (bw, n, c), windows.device())?;
+                    return self.output.forward(&ctx);
+                }
+            }
+        }
         let split = |t: Tensor| -> Result<Tensor> {
             Ok(t.reshape((bw, n, heads, hd))?
                 .transpose(1, 2)?

@@ -99,6 +99,42 @@ impl Linear {
         self.out_dim
     }
 
+    /// One layer computing `parts` side by side (their outputs concatenated), e.g. Q, K and V
+    /// as one projection: `None` unless all are on the same fast path (packed f32, int8 or AMX
+    /// bf16) with the same input size and output sizes that are multiples of 32.
+    pub fn fuse(parts: &[&Linear]) -> Option<Linear> {
+        let out_dim = parts.iter().map(|p| p.out_dim).sum();
+        let empty = Linear {
+            weight: None,
+            bias: None,
+            packed: None,
+            quant: None,
+            amx: None,
+            out_dim,
+        };
+        let packed: Option<Vec<&PackedLinear>> =
+            parts.iter().map(|p| p.packed.as_deref()).collect();
+        if let Some(p) = packed.and_then(|p| PackedLinear::concat(&p)) {
+            return Some(Linear {
+                packed: Some(Arc::new(p)),
+                ..empty
+            });
+        }
+        let quant: Option<Vec<&QuantLinear>> = parts.iter().map(|p| p.quant.as_deref()).collect();
+        if let Some(q) = quant.and_then(|q| QuantLinear::concat(&q)) {
+            return Some(Linear {
+                quant: Some(Arc::new(q)),
+                ..empty
+            });
+        }
+        let amx: Option<Vec<&AmxLinear>> = parts.iter().map(|p| p.amx.as_deref()).collect();
+        let a = amx.and_then(|a| AmxLinear::concat(&a))?;
+        Some(Linear {
+            amx: Some(Arc::new(a)),
+            ..empty
+        })
+    }
+
     /// Applies the layer to the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_act(x, None)
@@ -463,55 +499,11 @@ impl MultiHeadAttention {
     /// Wraps the three projections; `num_heads` must divide the hidden size.
     pub fn new(query: Linear, key: Linear, value: Linear, num_heads: usize) -> Self {
         let dim = query.out_features();
-        let fused = match (&query.packed, &key.packed, &value.packed) {
-            (Some(q), Some(k), Some(v)) if key.out_dim == dim && value.out_dim == dim => {
-                PackedLinear::concat(&[q, k, v])
+        let proj = match Linear::fuse(&[&query, &key, &value]) {
+            Some(qkv) if key.out_dim == dim && value.out_dim == dim => {
+                QkvProjection::Fused { qkv, dim }
             }
-            _ => None,
-        };
-        let fused_quant = match (&query.quant, &key.quant, &value.quant) {
-            (Some(q), Some(k), Some(v)) if key.out_dim == dim && value.out_dim == dim => {
-                QuantLinear::concat(&[q, k, v])
-            }
-            _ => None,
-        };
-        let fused_amx = match (&query.amx, &key.amx, &value.amx) {
-            (Some(q), Some(k), Some(v)) if key.out_dim == dim && value.out_dim == dim => {
-                AmxLinear::concat(&[q, k, v])
-            }
-            _ => None,
-        };
-        let empty = |out_dim: usize| Linear {
-            weight: None,
-            bias: None,
-            packed: None,
-            quant: None,
-            amx: None,
-            out_dim,
-        };
-        let proj = match (fused, fused_quant, fused_amx) {
-            (Some(p), _, _) => QkvProjection::Fused {
-                qkv: Linear {
-                    packed: Some(Arc::new(p)),
-                    ..empty(3 * dim)
-                },
-                dim,
-            },
-            (None, Some(q), _) => QkvProjection::Fused {
-                qkv: Linear {
-                    quant: Some(Arc::new(q)),
-                    ..empty(3 * dim)
-                },
-                dim,
-            },
-            (None, None, Some(a)) => QkvProjection::Fused {
-                qkv: Linear {
-                    amx: Some(Arc::new(a)),
-                    ..empty(3 * dim)
-                },
-                dim,
-            },
-            (None, None, None) => QkvProjection::Separate { query, key, value },
+            _ => QkvProjection::Separate { query, key, value },
         };
         MultiHeadAttention { proj, num_heads }
     }
