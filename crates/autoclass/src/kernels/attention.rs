@@ -55,16 +55,78 @@ fn head(
     scale: f32,
     ctx: &mut [f32],
 ) -> Option<()> {
-    let (l, d) = (seq.len, s.dim);
+    let (l, ld) = (seq.len, 3 * s.dim);
     if l == 0 {
         return Some(());
     }
+    let rows = qkv.get(seq.start * ld..(seq.start + l) * ld)?;
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let Scratch {
+                keys,
+                values,
+                scores,
+            } = &mut *scratch;
+            head_in(rows, s, seq, qi, h, add, scale, ctx, keys, values, scores)
+        }
+        // Not reached (nothing below calls back in), but never panic over a buffer.
+        Err(_) => head_in(
+            rows,
+            s,
+            seq,
+            qi,
+            h,
+            add,
+            scale,
+            ctx,
+            &mut PackedLinear::empty(),
+            &mut PackedLinear::empty(),
+            &mut Vec::new(),
+        ),
+    })
+}
+
+/// Each thread's buffers for [`head`]: the packed keys and values of one (sequence, head) and
+/// its scores.
+struct Scratch {
+    keys: PackedLinear,
+    values: PackedLinear,
+    scores: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch {
+        keys: PackedLinear::empty(),
+        values: PackedLinear::empty(),
+        scores: Vec::new(),
+    });
+}
+
+/// [`head`] on `rows` (the sequence's rows of `qkv`) with the given buffers.
+#[allow(clippy::too_many_arguments)]
+fn head_in(
+    rows: &[f32],
+    s: AttentionShape,
+    seq: Seq,
+    qi: usize,
+    h: usize,
+    add: Additive<'_>,
+    scale: f32,
+    ctx: &mut [f32],
+    keys: &mut PackedLinear,
+    values: &mut PackedLinear,
+    scores: &mut Vec<f32>,
+) -> Option<()> {
+    let (l, d) = (seq.len, s.dim);
     let hd = d / s.heads;
     let ld = 3 * d;
-    let rows = qkv.get(seq.start * ld..(seq.start + l) * ld)?;
-    let keys = PackedLinear::pack_block(rows, ld, d + h * hd, l, hd)?;
-    let mut scores = keys.forward_serial(rows.get(h * hd..)?, ld, l)?;
-    let values = PackedLinear::pack_block_transposed(rows, ld, 2 * d + h * hd, l, hd)?;
+    keys.repack_block(rows, ld, d + h * hd, l, hd, false)?;
+    if scores.len() < l * l {
+        scores.resize(l * l, 0.0);
+    }
+    let scores = &mut scores[..l * l];
+    keys.forward_serial_into(rows.get(h * hd..)?, ld, l, scores)?;
+    values.repack_block(rows, ld, 2 * d + h * hd, hd, l, true)?;
     match add {
         Additive::None => {
             for row in scores.chunks_exact_mut(l) {
@@ -94,9 +156,7 @@ fn head(
             }
         }
     }
-    let out = values.forward_serial(&scores, l, l)?;
-    ctx.get_mut(..l * hd)?.copy_from_slice(&out);
-    Some(())
+    values.forward_serial_into(scores, l, l, ctx)
 }
 
 /// `softmax(Q Kᵀ · scale + mask) V` for every sequence and head. `qkv` is `[T, 3·D]` (Q, K

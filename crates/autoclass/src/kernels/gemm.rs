@@ -63,28 +63,15 @@ impl PackedLinear {
             Some(_) => return None,
             None => vec![0f32; n],
         };
-        Self::pack_strided(weight, k, n, k, false, bias)
+        Self::pack_strided(weight, k, n, k, bias)
     }
 
-    /// Packs an `[n, k]` matrix read from `src` with row stride `ld` (`transposed`: `src` holds
-    /// it as `[k, n]` with row stride `ld`, i.e. element `(row, kk)` at `kk·ld + row`).
-    fn pack_strided(
-        src: &[f32],
-        ld: usize,
-        n: usize,
-        k: usize,
-        transposed: bool,
-        bias: Vec<f32>,
-    ) -> Option<Self> {
+    /// Packs an `[n, k]` matrix read from `src` with row stride `ld`.
+    fn pack_strided(src: &[f32], ld: usize, n: usize, k: usize, bias: Vec<f32>) -> Option<Self> {
         if n == 0 || k == 0 || bias.len() != n {
             return None;
         }
-        let last = if transposed {
-            (k - 1).checked_mul(ld)?.checked_add(n)?
-        } else {
-            (n - 1).checked_mul(ld)?.checked_add(k)?
-        };
-        if src.len() < last {
+        if src.len() < (n - 1).checked_mul(ld)?.checked_add(k)? {
             return None;
         }
         let panels = n.div_ceil(NR);
@@ -98,17 +85,10 @@ impl PackedLinear {
             .enumerate()
             .for_each(|(p, panel)| {
                 let cols = NR.min(n - p * NR);
-                if transposed {
-                    for kk in 0..k {
-                        let row = &src[kk * ld + p * NR..kk * ld + p * NR + cols];
-                        panel[kk * NR..kk * NR + cols].copy_from_slice(row);
-                    }
-                } else {
-                    for c in 0..cols {
-                        let row = p * NR + c;
-                        for (kk, &w) in src[row * ld..row * ld + k].iter().enumerate() {
-                            panel[kk * NR + c] = w;
-                        }
+                for c in 0..cols {
+                    let row = p * NR + c;
+                    for (kk, &w) in src[row * ld..row * ld + k].iter().enumerate() {
+                        panel[kk * NR + c] = w;
                     }
                 }
             });
@@ -121,39 +101,94 @@ impl PackedLinear {
         })
     }
 
-    /// Packs the `[n, k]` block at column `col` of the row-major matrix `src` (row stride `ld`):
-    /// e.g. one head's keys inside a fused QKV output. No bias.
-    pub fn pack_block(src: &[f32], ld: usize, col: usize, n: usize, k: usize) -> Option<Self> {
-        Self::pack_strided(src.get(col..)?, ld, n, k, false, vec![0f32; n])
+    /// An empty matrix, to [`Self::repack_block`] into.
+    pub fn empty() -> Self {
+        PackedLinear {
+            n: 0,
+            k: 0,
+            data: Vec::new(),
+            offset: 0,
+            bias: Vec::new(),
+        }
     }
 
-    /// Packs the transpose of the `[k, n]` block at column `col` of `src` (row stride `ld`):
-    /// e.g. one head's values, so that `forward` computes `P · V`. No bias.
-    pub fn pack_block_transposed(
+    /// Packs the `[n, k]` block at column `col` of the row-major matrix `src` (row stride `ld`)
+    /// into this matrix, reusing its buffers (no bias): e.g. one head's keys inside a fused QKV
+    /// output. With `transposed`, the block is read as `[k, n]` (element `(row, kk)` at
+    /// `kk·ld + row`): one head's values, so that the product computes `P · V`. `None`
+    /// (leaving the matrix empty) when `src` is too short.
+    pub fn repack_block(
+        &mut self,
         src: &[f32],
         ld: usize,
         col: usize,
-        k: usize,
         n: usize,
-    ) -> Option<Self> {
-        Self::pack_strided(src.get(col..)?, ld, n, k, true, vec![0f32; n])
+        k: usize,
+        transposed: bool,
+    ) -> Option<()> {
+        let src = src.get(col..)?;
+        self.n = 0;
+        if n == 0 || k == 0 {
+            return None;
+        }
+        let last = if transposed {
+            (k - 1).checked_mul(ld)?.checked_add(n)?
+        } else {
+            (n - 1).checked_mul(ld)?.checked_add(k)?
+        };
+        if src.len() < last {
+            return None;
+        }
+        let panels = n.div_ceil(NR);
+        let len = panels.checked_mul(k)?.checked_mul(NR)?;
+        if self.data.len() < len + ALIGN {
+            self.data.resize(len + ALIGN, 0.0);
+        }
+        self.offset = align_offset(&self.data);
+        let packed = self.data.get_mut(self.offset..self.offset + len)?;
+        for (p, panel) in packed.chunks_exact_mut(k * NR).enumerate() {
+            let cols = NR.min(n - p * NR);
+            for kk in 0..k {
+                let dst = &mut panel[kk * NR..(kk + 1) * NR];
+                if transposed {
+                    let at = kk * ld + p * NR;
+                    dst[..cols].copy_from_slice(&src[at..at + cols]);
+                } else {
+                    for (c, d) in dst[..cols].iter_mut().enumerate() {
+                        *d = src[(p * NR + c) * ld + kk];
+                    }
+                }
+                dst[cols..].fill(0.0);
+            }
+        }
+        self.bias.clear();
+        self.bias.resize(n, 0.0);
+        self.n = n;
+        self.k = k;
+        Some(())
     }
 
     /// `x Wᵀ + b` on the calling thread only, for `m` rows of `x` read with row stride `ldx`
-    /// (`x[i·ldx + kk]`). Returns `[m, n]`, or `None` if `x` is too short or AVX-512 is absent.
-    pub fn forward_serial(&self, x: &[f32], ldx: usize, m: usize) -> Option<Vec<f32>> {
-        if !super::avx512() || ldx < self.k {
+    /// (`x[i·ldx + kk]`), into `y` (its first `m·n` floats, all overwritten). `None` if `x` or
+    /// `y` is too short or AVX-512 is absent.
+    pub fn forward_serial_into(
+        &self,
+        x: &[f32],
+        ldx: usize,
+        m: usize,
+        y: &mut [f32],
+    ) -> Option<()> {
+        if !super::avx512() || ldx < self.k || self.n == 0 || y.len() < m.checked_mul(self.n)? {
             return None;
         }
         if m > 0 && x.len() < (m - 1).checked_mul(ldx)?.checked_add(self.k)? {
             return None;
         }
-        let mut y = vec![0f32; m.checked_mul(self.n)?];
         if m > 0 {
             let panels = self.n.div_ceil(NR);
-            self.region(x, ldx, m, 0, panels, &mut y, self.n, Epilogue::None);
+            self.region(x, ldx, m, 0, panels, y, self.n, Epilogue::None);
         }
-        Some(y)
+        Some(())
     }
 
     /// Stacks packed layers with the same input size along the output dimension (e.g. Q, K
@@ -300,12 +335,42 @@ impl PackedLinear {
         ldo: usize,
         epilogue: Epilogue,
     ) {
+        let need = m.div_ceil(MR) * MR * KC.min(self.k) + ALIGN;
+        APACK.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut apack) => {
+                if apack.len() < need {
+                    apack.resize(need, 0.0);
+                }
+                self.region_packed(x, ldx, m, p0, p1, out, ldo, epilogue, &mut apack);
+            }
+            // Not reached (nothing below calls back in), but never panic over a buffer.
+            Err(_) => {
+                let mut apack = vec![0f32; need];
+                self.region_packed(x, ldx, m, p0, p1, out, ldo, epilogue, &mut apack);
+            }
+        });
+    }
+
+    /// [`Self::region_rows`] with `apack` (at least `ceil(m / MR)·MR·min(k, KC) + ALIGN` floats)
+    /// as the packing buffer; `pack_a` writes every float of it that is read.
+    #[allow(clippy::too_many_arguments)]
+    fn region_packed(
+        &self,
+        x: &[f32],
+        ldx: usize,
+        m: usize,
+        p0: usize,
+        p1: usize,
+        out: &mut [f32],
+        ldo: usize,
+        epilogue: Epilogue,
+        apack: &mut [f32],
+    ) {
         let k = self.k;
         let packed = self.packed();
         let col0 = p0 * NR;
         let row_blocks = m.div_ceil(MR);
-        let mut apack = vec![0f32; row_blocks * MR * KC.min(k) + ALIGN];
-        let a_off = align_offset(&apack);
+        let a_off = align_offset(apack);
         let mut tile = [0f32; MR * NR];
         let mut k0 = 0;
         while k0 < k {
@@ -372,6 +437,11 @@ impl PackedLinear {
             k0 += kc;
         }
     }
+}
+
+thread_local! {
+    /// Each thread's buffer for the packed rows of `x`, reused across calls.
+    static APACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn align_offset(buf: &[f32]) -> usize {
