@@ -197,6 +197,47 @@ pub fn add_layer_norm(
     Some(out)
 }
 
+/// `nn.GroupNorm` with one group per channel, in place on channels-last `x` `[T, C]`: each
+/// column normalised over the `T` rows (biased variance, two passes, sums in f64), then
+/// `· w[c] + b[c]`. Returns `None` when the lengths disagree.
+pub fn channel_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) -> Option<()> {
+    let c = w.len();
+    if c == 0 || b.len() != c || x.len() % c != 0 || x.is_empty() {
+        return None;
+    }
+    let t = (x.len() / c) as f64;
+    let mut mean = vec![0f64; c];
+    for row in x.chunks_exact(c) {
+        for (m, &v) in mean.iter_mut().zip(row) {
+            *m += v as f64;
+        }
+    }
+    for m in mean.iter_mut() {
+        *m /= t;
+    }
+    let mut var = vec![0f64; c];
+    for row in x.chunks_exact(c) {
+        for ((s, &v), &m) in var.iter_mut().zip(row).zip(&mean) {
+            let d = v as f64 - m;
+            *s += d * d;
+        }
+    }
+    let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+    let scale: Vec<f32> = var
+        .iter()
+        .zip(w)
+        .map(|(&v, &wv)| wv / ((v / t) as f32 + eps).sqrt())
+        .collect();
+    x.par_chunks_mut(c * 64.max(1)).for_each(|rows| {
+        for row in rows.chunks_exact_mut(c) {
+            for (((v, &m), &s), &bv) in row.iter_mut().zip(&mean).zip(&scale).zip(b) {
+                *v = (*v - m).mul_add(s, bv);
+            }
+        }
+    });
+    Some(())
+}
+
 #[inline(always)]
 fn softmax_generic(xs: &mut [f32]) {
     let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -237,7 +237,26 @@ impl PackedLinear {
     /// `y = epilogue(x Wᵀ + b)` for `x` `[m, k]` row-major; returns `y` `[m, n]`. Returns
     /// `None` when `x` is not `m × k` or the CPU lacks AVX-512 (callers fall back to candle).
     pub fn forward(&self, x: &[f32], m: usize, epilogue: Epilogue) -> Option<Vec<f32>> {
-        if !super::avx512() || x.len() != m.checked_mul(self.k)? {
+        if x.len() != m.checked_mul(self.k)? {
+            return None;
+        }
+        self.forward_strided(x, self.k, m, epilogue)
+    }
+
+    /// [`Self::forward`] for `m` rows of `x` read with row stride `ldx` (row `i` is
+    /// `x[i·ldx ..][..k]`; rows may overlap when `ldx < k`, e.g. the windows of a strided 1-d
+    /// convolution over channels-last input).
+    pub fn forward_strided(
+        &self,
+        x: &[f32],
+        ldx: usize,
+        m: usize,
+        epilogue: Epilogue,
+    ) -> Option<Vec<f32>> {
+        if !super::avx512() || ldx == 0 {
+            return None;
+        }
+        if m > 0 && x.len() < (m - 1).checked_mul(ldx)?.checked_add(self.k)? {
             return None;
         }
         let n = self.n;
@@ -249,15 +268,17 @@ impl PackedLinear {
         let panels = n.div_ceil(NR);
         let flops = 2.0 * m as f64 * n as f64 * self.k as f64;
         if threads == 1 || flops < 2e6 {
-            self.region(x, self.k, m, 0, panels, &mut y, n, epilogue);
+            self.region(x, ldx, m, 0, panels, &mut y, n, epilogue);
         } else if m >= threads * MR * 2 {
             // Split by rows: each task owns a contiguous block of y.
             let rows_per = m.div_ceil(threads).div_ceil(MR) * MR;
             y.par_chunks_mut(rows_per * n)
-                .zip(x.par_chunks(rows_per * self.k))
-                .for_each(|(yc, xc)| {
+                .enumerate()
+                .for_each(|(i, yc)| {
                     let rows = yc.len() / n;
-                    self.region(xc, self.k, rows, 0, panels, yc, n, epilogue);
+                    if let Some(xc) = x.get(i * rows_per * ldx..) {
+                        self.region(xc, ldx, rows, 0, panels, yc, n, epilogue);
+                    }
                 });
         } else {
             // Split by panels: each task fills a column block into its own buffer.
@@ -274,7 +295,7 @@ impl PackedLinear {
                     let c0 = p0 * NR;
                     let c1 = (p1 * NR).min(n);
                     let mut part = vec![0f32; m * (c1 - c0)];
-                    self.region(x, self.k, m, p0, p1, &mut part, c1 - c0, epilogue);
+                    self.region(x, ldx, m, p0, p1, &mut part, c1 - c0, epilogue);
                     Some((c0, c1, part))
                 })
                 .collect();

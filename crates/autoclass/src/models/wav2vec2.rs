@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{parse_typed, Config, ModelConfig};
 use crate::error::{Error, Result};
+use crate::kernels;
 use crate::models::{run_encoder, Batch, EncoderOutput, ForwardOptions, ModelOutput, TaskModel};
 use crate::nn::{
     additive_mask, Activation, Conv1d, Conv1dSpec, GroupNorm, LayerNorm, Linear, MultiHeadAttention,
@@ -439,6 +440,9 @@ impl FeatureEncoder {
 
     /// `[B, T]` samples → `[B, C, frames]`.
     fn forward(&self, input_values: &Tensor) -> Result<Tensor> {
+        if let Some(h) = self.forward_channels_last(input_values)? {
+            return Ok(h);
+        }
         let mut h = input_values.unsqueeze(1)?;
         for layer in &self.layers {
             h = layer.conv.forward(&h)?;
@@ -450,6 +454,58 @@ impl FeatureEncoder {
             h = self.act.forward(&h)?;
         }
         Ok(h)
+    }
+}
+
+impl FeatureEncoder {
+    /// The fast path on f32 CPU samples: every layer channels-last (`[frames, C]`), the
+    /// convolutions as packed GEMMs over overlapping rows (no im2col), the norms and exact GELU
+    /// in place. Returns `[B, C, frames]` as a transposed view of `[B, frames, C]`; `None` when
+    /// a layer is not on the fast path.
+    fn forward_channels_last(&self, input_values: &Tensor) -> Result<Option<Tensor>> {
+        if input_values.dtype() != DType::F32
+            || !input_values.device().is_cpu()
+            || self.act != Activation::Gelu
+        {
+            return Ok(None);
+        }
+        let (b, l) = input_values.dims2()?;
+        let x = input_values.contiguous()?;
+        let run = |xd: &[f32]| -> Option<(Vec<f32>, usize)> {
+            let mut out = Vec::new();
+            let mut frames = 0;
+            for bi in 0..b {
+                let mut h = xd.get(bi * l..(bi + 1) * l)?.to_vec();
+                let mut c = 1;
+                for layer in &self.layers {
+                    let (mut y, t) = layer.conv.forward_channels_last(&h, c)?;
+                    c = layer.conv.out_channels();
+                    match &layer.norm {
+                        ConvNorm::None => {}
+                        ConvNorm::Group(norm) => {
+                            let (w, bias, eps) = norm.per_channel_params()?;
+                            kernels::elementwise::channel_norm(&mut y, &w, &bias, eps)?;
+                        }
+                        ConvNorm::Layer(norm) => {
+                            let (w, bias, eps) = norm.params()?;
+                            y = kernels::elementwise::add_layer_norm(&y, None, &w, &bias, eps)?;
+                        }
+                    }
+                    kernels::elementwise::gelu_erf_par(&mut y);
+                    h = y;
+                    frames = t;
+                }
+                out.extend_from_slice(&h);
+            }
+            Some((out, frames))
+        };
+        let c = self.layers.last().map_or(1, |l| l.conv.out_channels());
+        Ok(match kernels::with_f32(&x, run).flatten() {
+            Some((out, frames)) => Some(
+                Tensor::from_vec(out, (b, frames, c), input_values.device())?.transpose(1, 2)?,
+            ),
+            None => None,
+        })
     }
 }
 

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use candle_core::{DType, Tensor, D};
 use serde::Deserialize;
 
@@ -318,6 +316,13 @@ impl LayerNorm {
             }
         }
         self.forward(&(x + residual)?)
+    }
+
+    /// The weight, bias and eps as f32 (f32 CPU weights only), for the fused kernels.
+    pub fn params(&self) -> Option<(Vec<f32>, Vec<f32>, f32)> {
+        let w = kernels::with_f32(&self.weight, <[f32]>::to_vec)?;
+        let b = kernels::with_f32(&self.bias, <[f32]>::to_vec)?;
+        Some((w, b, self.eps as f32))
     }
 
     /// The fused kernel on f32 CPU tensors whose last dimension is the normalised one; `None`
@@ -750,7 +755,8 @@ pub struct Conv1d {
     stride: usize,
     padding: usize,
     groups: usize,
-    /// The weight as a `[out, in·k]` packed GEMM operand (fast path, `groups == 1` only).
+    /// The weight as a `[out, k·in]` packed GEMM operand, kernel-major (row `o` holds
+    /// `W[o, :, 0], W[o, :, 1], ...`), for channels-last input (fast path, `groups == 1` only).
     packed: Option<Arc<PackedLinear>>,
 }
 
@@ -826,7 +832,7 @@ impl Conv1d {
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>, spec: Conv1dSpec) -> Result<Self> {
         spec.check()?;
         let packed = if spec.groups == 1 {
-            let flat = weight.flatten_from(1)?;
+            let flat = weight.transpose(1, 2)?.contiguous()?.flatten_from(1)?;
             pack_linear(&[(&flat, bias.as_ref())]).map(Arc::new)
         } else {
             None
@@ -841,60 +847,63 @@ impl Conv1d {
         })
     }
 
-    /// im2col + the packed GEMM, for f32 CPU input; `None` when the fast path does not apply.
-    fn forward_packed(&self, x: &Tensor, t_out: usize) -> Result<Option<Tensor>> {
-        let Some(packed) = &self.packed else {
-            return Ok(None);
-        };
-        let (b, c, l) = x.dims3()?;
-        let k = self.weight.dims().last().copied().unwrap_or(1);
-        let o = packed.out_features();
-        if packed.in_features() != c * k {
+    /// The packed GEMM on `[B, C, L]` f32 CPU input, transposed to channels-last first; returns
+    /// `[B, O, T]` (a transposed view of `[B, T, O]`). `None` when the fast path does not apply.
+    fn forward_packed(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        if self.packed.is_none() || x.dtype() != DType::F32 || !x.device().is_cpu() {
             return Ok(None);
         }
-        let xc = x.contiguous()?;
-        let (stride, pad) = (self.stride, self.padding);
-        let out = kernels::with_f32(&xc, |xd| -> Option<Vec<f32>> {
-            let mut out = vec![0f32; b * o * t_out];
-            // Output positions per block: bounds the im2col buffer (512 × c·k floats).
-            const TB: usize = 512;
+        let (b, c, l) = x.dims3()?;
+        let xt = x.transpose(1, 2)?.contiguous()?;
+        let out = kernels::with_f32(&xt, |xd| -> Option<(Vec<f32>, usize)> {
+            let mut out = Vec::new();
+            let mut t_out = 0;
             for bi in 0..b {
-                let xb = xd.get(bi * c * l..(bi + 1) * c * l)?;
-                let mut t0 = 0;
-                while t0 < t_out {
-                    let tb = TB.min(t_out - t0);
-                    let mut patches = vec![0f32; tb * c * k];
-                    patches
-                        .par_chunks_mut(c * k)
-                        .enumerate()
-                        .for_each(|(ti, row)| {
-                            let start = (t0 + ti) * stride;
-                            for ci in 0..c {
-                                for j in 0..k {
-                                    let pos = start + j;
-                                    if pos >= pad && pos - pad < l {
-                                        row[ci * k + j] = xb[ci * l + pos - pad];
-                                    }
-                                }
-                            }
-                        });
-                    let y = packed.forward(&patches, tb, Epilogue::None)?;
-                    let ob = out.get_mut(bi * o * t_out..(bi + 1) * o * t_out)?;
-                    for (ti, yr) in y.chunks_exact(o).enumerate() {
-                        for (oc, &v) in yr.iter().enumerate() {
-                            ob[oc * t_out + t0 + ti] = v;
-                        }
-                    }
-                    t0 += tb;
-                }
+                let (y, t) =
+                    self.forward_channels_last(xd.get(bi * l * c..(bi + 1) * l * c)?, c)?;
+                out.extend_from_slice(&y);
+                t_out = t;
             }
-            Some(out)
+            Some((out, t_out))
         })
         .flatten();
         Ok(match out {
-            Some(out) => Some(Tensor::from_vec(out, (b, o, t_out), x.device())?),
+            Some((out, t)) => Some(
+                Tensor::from_vec(out, (b, t, self.out_channels()), x.device())?.transpose(1, 2)?,
+            ),
             None => None,
         })
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.weight.dims().first().copied().unwrap_or(0)
+    }
+
+    /// The convolution of one channels-last item `x` `[L, c]` (f32), through the packed GEMM
+    /// with no im2col: output position `t` is the row `x[t·stride·c ..][..k·c]` (zero-padded
+    /// ends copied once when `padding > 0`). Returns `[T, out]` and `T`; `None` when the fast
+    /// path does not apply or the input is shorter than the kernel.
+    pub fn forward_channels_last(&self, x: &[f32], c: usize) -> Option<(Vec<f32>, usize)> {
+        let packed = self.packed.as_ref()?;
+        let k = self.weight.dims().last().copied().unwrap_or(1);
+        if c == 0 || x.len() % c != 0 || packed.in_features() != c * k {
+            return None;
+        }
+        let l = x.len() / c;
+        let t_out = self.output_len(l)?;
+        let padded;
+        let xs = if self.padding > 0 {
+            let mut v = vec![0f32; (l + 2 * self.padding) * c];
+            v.get_mut(self.padding * c..(self.padding + l) * c)?
+                .copy_from_slice(x);
+            padded = v;
+            &padded[..]
+        } else {
+            x
+        };
+        let y = packed.forward_strided(xs, self.stride * c, t_out, Epilogue::None)?;
+        Some((y, t_out))
     }
 
     /// The output length for an input of `len` steps, or `None` if the input is shorter than
@@ -921,10 +930,8 @@ impl Conv1d {
                 l + 2 * self.padding
             )));
         }
-        if let Some(t_out) = self.output_len(l) {
-            if let Some(y) = self.forward_packed(x, t_out)? {
-                return Ok(y);
-            }
+        if let Some(y) = self.forward_packed(x)? {
+            return Ok(y);
         }
         // candle's CPU convolution has no bf16 kernel: widen to f32 and narrow the result.
         let y = if self.weight.dtype() == DType::BF16 && self.weight.device().is_cpu() {
@@ -958,6 +965,17 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
+    /// For one group per channel on f32 CPU weights: the weight, bias and eps, for
+    /// [`crate::kernels::elementwise::channel_norm`] on channels-last data.
+    pub fn per_channel_params(&self) -> Option<(Vec<f32>, Vec<f32>, f32)> {
+        if self.num_groups != self.weight.elem_count() {
+            return None;
+        }
+        let w = kernels::with_f32(&self.weight, <[f32]>::to_vec)?;
+        let b = kernels::with_f32(&self.bias, <[f32]>::to_vec)?;
+        Some((w, b, self.eps as f32))
+    }
+
     /// Loads `weight` and `bias` of size `num_channels`; missing ones are ones and zeros.
     pub fn load(vb: &VarBuilder, num_groups: usize, num_channels: usize, eps: f64) -> Result<Self> {
         if num_groups == 0 || num_channels % num_groups != 0 {
