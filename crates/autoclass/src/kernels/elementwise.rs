@@ -228,7 +228,7 @@ pub fn channel_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) -> Option<()>
         .zip(w)
         .map(|(&v, &wv)| wv / ((v / t) as f32 + eps).sqrt())
         .collect();
-    x.par_chunks_mut(c * 64.max(1)).for_each(|rows| {
+    x.par_chunks_mut(c * 64).for_each(|rows| {
         for row in rows.chunks_exact_mut(c) {
             for (((v, &m), &s), &bv) in row.iter_mut().zip(&mean).zip(&scale).zip(b) {
                 *v = (*v - m).mul_add(s, bv);
