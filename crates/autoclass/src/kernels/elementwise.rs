@@ -231,7 +231,7 @@ pub fn channel_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) -> Option<()>
     x.par_chunks_mut(c * 64).for_each(|rows| {
         for row in rows.chunks_exact_mut(c) {
             for (((v, &m), &s), &bv) in row.iter_mut().zip(&mean).zip(&scale).zip(b) {
-                *v = (*v - m).mul_add(s, bv);
+                *v = (*v - m) * s + bv;
             }
         }
     });

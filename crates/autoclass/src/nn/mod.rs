@@ -755,9 +755,10 @@ pub struct Conv1d {
     stride: usize,
     padding: usize,
     groups: usize,
-    /// The weight as a `[out, k·in]` packed GEMM operand, kernel-major (row `o` holds
-    /// `W[o, :, 0], W[o, :, 1], ...`), for channels-last input (fast path, `groups == 1` only).
-    packed: Option<Arc<PackedLinear>>,
+    /// Per group, its weight as an `[out/groups, k·in/groups]` packed GEMM operand,
+    /// kernel-major (row `o` holds `W[o, :, 0], W[o, :, 1], ...`), for channels-last input
+    /// (fast path; empty when it does not apply).
+    packed: Vec<Arc<PackedLinear>>,
 }
 
 /// The shape parameters of a [`Conv1d`].
@@ -831,12 +832,26 @@ impl Conv1d {
     /// A convolution from existing tensors (e.g. a weight-normalised kernel computed at load).
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>, spec: Conv1dSpec) -> Result<Self> {
         spec.check()?;
-        let packed = if spec.groups == 1 {
-            let flat = weight.transpose(1, 2)?.contiguous()?.flatten_from(1)?;
-            pack_linear(&[(&flat, bias.as_ref())]).map(Arc::new)
+        let og = spec.out_channels / spec.groups;
+        let mut packed = Vec::with_capacity(spec.groups);
+        // Narrow groups (depthwise) would waste most of each 32-column panel: candle's then.
+        let groups = if spec.groups == 1 || og >= 32 {
+            spec.groups
         } else {
-            None
+            0
         };
+        for g in 0..groups {
+            let w = weight.narrow(0, g * og, og)?;
+            let flat = w.transpose(1, 2)?.contiguous()?.flatten_from(1)?;
+            let b = bias.as_ref().map(|b| b.narrow(0, g * og, og)).transpose()?;
+            match pack_linear(&[(&flat, b.as_ref())]) {
+                Some(p) => packed.push(Arc::new(p)),
+                None => {
+                    packed.clear();
+                    break;
+                }
+            }
+        }
         Ok(Conv1d {
             weight,
             bias,
@@ -850,7 +865,7 @@ impl Conv1d {
     /// The packed GEMM on `[B, C, L]` f32 CPU input, transposed to channels-last first; returns
     /// `[B, O, T]` (a transposed view of `[B, T, O]`). `None` when the fast path does not apply.
     fn forward_packed(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        if self.packed.is_none() || x.dtype() != DType::F32 || !x.device().is_cpu() {
+        if self.packed.is_empty() || x.dtype() != DType::F32 || !x.device().is_cpu() {
             return Ok(None);
         }
         let (b, c, l) = x.dims3()?;
@@ -885,24 +900,52 @@ impl Conv1d {
     /// ends copied once when `padding > 0`). Returns `[T, out]` and `T`; `None` when the fast
     /// path does not apply or the input is shorter than the kernel.
     pub fn forward_channels_last(&self, x: &[f32], c: usize) -> Option<(Vec<f32>, usize)> {
-        let packed = self.packed.as_ref()?;
         let k = self.weight.dims().last().copied().unwrap_or(1);
-        if c == 0 || x.len() % c != 0 || packed.in_features() != c * k {
+        let groups = self.packed.len();
+        if c == 0 || x.len() % c != 0 || groups != self.groups || c % groups != 0 {
             return None;
         }
+        let cg = c / groups;
         let l = x.len() / c;
         let t_out = self.output_len(l)?;
-        let padded;
-        let xs = if self.padding > 0 {
-            let mut v = vec![0f32; (l + 2 * self.padding) * c];
-            v.get_mut(self.padding * c..(self.padding + l) * c)?
-                .copy_from_slice(x);
-            padded = v;
-            &padded[..]
-        } else {
-            x
-        };
-        let y = packed.forward_strided(xs, self.stride * c, t_out, Epilogue::None)?;
+        let pad = self.padding;
+        if groups == 1 {
+            let packed = self.packed.first()?;
+            if packed.in_features() != c * k {
+                return None;
+            }
+            let padded;
+            let xs = if pad > 0 {
+                let mut v = vec![0f32; (l + 2 * pad) * c];
+                v.get_mut(pad * c..(pad + l) * c)?.copy_from_slice(x);
+                padded = v;
+                &padded[..]
+            } else {
+                x
+            };
+            let y = packed.forward_strided(xs, self.stride * c, t_out, Epilogue::None)?;
+            return Some((y, t_out));
+        }
+        // Grouped: each group's channels copied out (zero-padded) and convolved on their own.
+        let o = self.out_channels();
+        let og = o / groups;
+        let mut y = vec![0f32; t_out * o];
+        let mut xg = vec![0f32; (l + 2 * pad) * cg];
+        for (g, packed) in self.packed.iter().enumerate() {
+            if packed.in_features() != cg * k || packed.out_features() != og {
+                return None;
+            }
+            for (dst, src) in xg[pad * cg..(pad + l) * cg]
+                .chunks_exact_mut(cg)
+                .zip(x.chunks_exact(c))
+            {
+                dst.copy_from_slice(src.get(g * cg..(g + 1) * cg)?);
+            }
+            let yg = packed.forward_strided(&xg, self.stride * cg, t_out, Epilogue::None)?;
+            for (dst, src) in y.chunks_exact_mut(o).zip(yg.chunks_exact(og)) {
+                dst.get_mut(g * og..(g + 1) * og)?.copy_from_slice(src);
+            }
+        }
         Some((y, t_out))
     }
 
@@ -1017,5 +1060,72 @@ impl GroupNorm {
         Ok(normed
             .broadcast_mul(&self.weight.reshape(affine_shape.as_slice())?)?
             .broadcast_add(&self.bias.reshape(affine_shape.as_slice())?)?)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The channels-last GEMM path of `Conv1d` (plain and grouped, strided, padded) against
+    /// candle's own convolution.
+    #[test]
+    fn conv1d_fast_path_matches_candle() {
+        if !kernels::avx512() {
+            return;
+        }
+        for (c, o, k, stride, padding, groups) in [
+            (3, 40, 5, 2, 0, 1),
+            (64, 64, 8, 1, 4, 2),
+            (96, 96, 3, 3, 1, 3),
+        ] {
+            let n = o * (c / groups) * k;
+            let w: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
+                .collect();
+            let weight = Tensor::from_vec(w, (o, c / groups, k), &Device::Cpu).unwrap();
+            let bias = Tensor::from_vec(
+                (0..o).map(|i| i as f32 / 100.0).collect::<Vec<_>>(),
+                o,
+                &Device::Cpu,
+            )
+            .unwrap();
+            let spec = Conv1dSpec {
+                in_channels: c,
+                out_channels: o,
+                kernel: k,
+                stride,
+                padding,
+                groups,
+                bias: true,
+            };
+            let conv = Conv1d::from_tensors(weight.clone(), Some(bias.clone()), spec).unwrap();
+            assert_eq!(conv.packed.len(), groups);
+            let l = 57;
+            let x: Vec<f32> = (0..2 * c * l)
+                .map(|i| ((i * 13 % 71) as f32 - 35.0) / 30.0)
+                .collect();
+            let x = Tensor::from_vec(x, (2, c, l), &Device::Cpu).unwrap();
+            let got = conv.forward(&x).unwrap();
+            let want = x
+                .conv1d(&weight, padding, stride, 1, groups)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, o, 1)).unwrap())
+                .unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "c={c} o={o} k={k} groups={groups}: {diff}");
+        }
     }
 }
