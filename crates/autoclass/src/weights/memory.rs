@@ -19,7 +19,7 @@ pub struct MemoryTensor {
     pub shape: Vec<usize>,
     /// `shape.product() * dtype.size_in_bytes()` bytes, little-endian, row-major.
     pub data: Vec<u8>,
-    /// Index of the file it came from in [`MemoryStore::paths`].
+    /// Index of the file it came from in the store's list of paths.
     pub file: usize,
 }
 
