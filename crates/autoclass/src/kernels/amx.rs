@@ -731,13 +731,7 @@ fn block_int8(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    }
+    use crate::kernels::lcg;
 
     fn bf16(x: f32) -> f64 {
         f32::from_bits((f32_to_bf16(x) as u32) << 16) as f64

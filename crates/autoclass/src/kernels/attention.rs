@@ -297,7 +297,8 @@ fn run(
 mod tests {
     use super::*;
 
-    /// Straightforward f64 attention for one sequence and head.
+    /// Straightforward f64 attention for row `i` of one sequence and head; `extra(j)` is added
+    /// to the scaled score of key `j` (position in the sequence).
     #[allow(clippy::too_many_arguments)]
     fn naive(
         qkv: &[f32],
@@ -305,7 +306,7 @@ mod tests {
         heads: usize,
         q: Seq,
         h: usize,
-        mask: Option<&[f32]>,
+        extra: impl Fn(usize) -> f64,
         scale: f64,
         i: usize,
     ) -> Vec<f64> {
@@ -316,7 +317,7 @@ mod tests {
                 let dot: f64 = (0..hd)
                     .map(|c| at(i, h * hd + c) * at(j, d + h * hd + c))
                     .sum();
-                dot * scale + mask.map_or(0.0, |m| m[q.start + j] as f64)
+                dot * scale + extra(j)
             })
             .collect();
         let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -359,7 +360,8 @@ mod tests {
             for q in seqs {
                 for h in 0..heads {
                     for i in 0..q.len {
-                        let e = naive(&qkv, d, heads, q, h, m, 0.125, i);
+                        let extra = |j: usize| m.map_or(0.0, |m| m[q.start + j] as f64);
+                        let e = naive(&qkv, d, heads, q, h, extra, 0.125, i);
                         let hd = d / heads;
                         for c in 0..hd {
                             let got = out[(q.start + i) * d + h * hd + c] as f64;
@@ -393,32 +395,20 @@ mod tests {
             for w in 0..windows {
                 for h in 0..heads {
                     for i in 0..n {
-                        let at = |row: usize, col: usize| qkv[(w * n + row) * 3 * d + col] as f64;
-                        let mut sc: Vec<f64> = (0..n)
-                            .map(|j| {
-                                let dot: f64 = (0..hd)
-                                    .map(|c| at(i, h * hd + c) * at(j, d + h * hd + c))
-                                    .sum();
-                                let extra = if with_mask {
-                                    mask[(w % nw) * n * n + i * n + j] as f64
-                                } else {
-                                    0.0
-                                };
-                                dot * 0.2 + bias[h * n * n + i * n + j] as f64 + extra
-                            })
-                            .collect();
-                        let max = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                        let sum: f64 = sc
-                            .iter_mut()
-                            .map(|v| {
-                                *v = (*v - max).exp();
-                                *v
-                            })
-                            .sum();
-                        for c in 0..hd {
-                            let e: f64 = (0..n)
-                                .map(|j| sc[j] / sum * at(j, 2 * d + h * hd + c))
-                                .sum();
+                        let extra = |j: usize| {
+                            let m = if with_mask {
+                                mask[(w % nw) * n * n + i * n + j] as f64
+                            } else {
+                                0.0
+                            };
+                            bias[h * n * n + i * n + j] as f64 + m
+                        };
+                        let q = Seq {
+                            start: w * n,
+                            len: n,
+                        };
+                        let e = naive(&qkv, d, heads, q, h, extra, 0.2, i);
+                        for (c, e) in e.iter().enumerate() {
                             let got = out[(w * n + i) * d + h * hd + c] as f64;
                             assert!((got - e).abs() < 1e-5, "{got} vs {e}");
                         }

@@ -337,10 +337,15 @@ mod simd {
         )
     }
 
-    /// Lanes `0..len` of a 16-lane block (`len < 16`).
+    /// The lanes of a 16-lane block with `left` elements remaining: all of them, or the first
+    /// `left`.
     #[inline]
-    fn tail_mask(len: usize) -> __mmask16 {
-        ((1u32 << len) - 1) as __mmask16
+    fn lanes(left: usize) -> __mmask16 {
+        if left >= 16 {
+            0xffff
+        } else {
+            ((1u32 << left) - 1) as __mmask16
+        }
     }
 
     /// In-place GELU over `xs`.
@@ -359,7 +364,7 @@ mod simd {
         }
         let rest = chunks.into_remainder();
         if !rest.is_empty() {
-            let k = tail_mask(rest.len());
+            let k = lanes(rest.len());
             // SAFETY: the masked load and store touch only the `rest.len()` floats of `rest`.
             unsafe {
                 let v = _mm512_maskz_loadu_ps(k, rest.as_ptr());
@@ -390,11 +395,7 @@ mod simd {
             let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
             let mut i = 0;
             while i < len {
-                let k = if len - i >= 16 {
-                    0xffff
-                } else {
-                    tail_mask(len - i)
-                };
+                let k = lanes(len - i);
                 let mut v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p.add(i)), sc);
                 if let Some(m) = mask {
                     v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, m.as_ptr().add(i)));
@@ -411,11 +412,7 @@ mod simd {
             let mut sum = _mm512_setzero_ps();
             let mut i = 0;
             while i < len {
-                let k = if len - i >= 16 {
-                    0xffff
-                } else {
-                    tail_mask(len - i)
-                };
+                let k = lanes(len - i);
                 let e = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p.add(i)), max));
                 _mm512_mask_storeu_ps(p.add(i), k, e);
                 sum = _mm512_mask_add_ps(sum, k, sum, e);
@@ -425,11 +422,7 @@ mod simd {
             // Pass 3: normalise.
             let mut i = 0;
             while i < len {
-                let k = if len - i >= 16 {
-                    0xffff
-                } else {
-                    tail_mask(len - i)
-                };
+                let k = lanes(len - i);
                 let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p.add(i)), inv);
                 _mm512_mask_storeu_ps(p.add(i), k, v);
                 i += 16;

@@ -178,12 +178,10 @@ impl PackedLinear {
         m: usize,
         y: &mut [f32],
     ) -> Option<()> {
-        if !super::avx512() || ldx < self.k || self.n == 0 || y.len() < m.checked_mul(self.n)? {
+        if ldx < self.k || self.n == 0 || y.len() < m.checked_mul(self.n)? {
             return None;
         }
-        if m > 0 && x.len() < (m - 1).checked_mul(ldx)?.checked_add(self.k)? {
-            return None;
-        }
+        self.check_rows(x, ldx, m)?;
         if m > 0 {
             let panels = self.n.div_ceil(NR);
             self.region(x, ldx, m, 0, panels, y, self.n, Epilogue::None);
@@ -253,12 +251,10 @@ impl PackedLinear {
         m: usize,
         epilogue: Epilogue,
     ) -> Option<Vec<f32>> {
-        if !super::avx512() || ldx == 0 {
+        if ldx == 0 {
             return None;
         }
-        if m > 0 && x.len() < (m - 1).checked_mul(ldx)?.checked_add(self.k)? {
-            return None;
-        }
+        self.check_rows(x, ldx, m)?;
         let n = self.n;
         let mut y = vec![0f32; m.checked_mul(n)?];
         if m == 0 {
@@ -307,6 +303,18 @@ impl PackedLinear {
             }
         }
         Some(y)
+    }
+
+    /// `Some` when the kernel can run (AVX-512) and `x` holds `m` rows of `k` floats at row
+    /// stride `ldx`.
+    fn check_rows(&self, x: &[f32], ldx: usize, m: usize) -> Option<()> {
+        if !super::avx512() {
+            return None;
+        }
+        if m > 0 && x.len() < (m - 1).checked_mul(ldx)?.checked_add(self.k)? {
+            return None;
+        }
+        Some(())
     }
 
     /// Computes columns `p0·NR ..` of `y` for panels `p0..p1` and all `m` rows of `x` (row
@@ -595,13 +603,7 @@ fn apply(epilogue: Epilogue, xs: &mut [f32]) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    }
+    use crate::kernels::lcg;
 
     fn naive(x: &[f32], w: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
         let mut y = vec![0f32; m * n];

@@ -180,17 +180,9 @@ impl QuantLinear {
         let mut za = vec![0i32; blocks * MR];
         let mut qrow = vec![0u8; kq];
         for r in 0..m {
-            let xr = &x[r * k..(r + 1) * k];
-            let (lo, hi) = xr
-                .iter()
-                .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-            let s = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-            let z = (-lo / s).round().clamp(0.0, 255.0);
+            let (s, z) = quantize_row(&x[r * k..(r + 1) * k], &mut qrow);
             sa[r] = s;
             za[r] = z as i32;
-            for (q, &v) in qrow.iter_mut().zip(xr) {
-                *q = ((v / s).round() + z).clamp(0.0, 255.0) as u8;
-            }
             qrow[k..].fill(z as u8);
             let (b, i) = (r / MR, r % MR);
             for g in 0..quads {
@@ -213,14 +205,9 @@ impl QuantLinear {
                 micro(quads, ab, b, &mut tile);
                 for i in 0..MR.min(m - blk * MR) {
                     let r = blk * MR + i;
-                    let (s, z) = (sa[r], za[r]);
                     // Padding past k holds the zero point against zero weights: it adds nothing.
                     let out = &mut y[r * n + c0..r * n + c0 + cols];
-                    for (j, o) in out.iter_mut().enumerate() {
-                        let col = c0 + j;
-                        let acc = tile[i * NR + j] - z * self.colsum[col];
-                        *o = s * self.scale[col] * acc as f32 + self.bias[col];
-                    }
+                    self.dequantize(sa[r], za[r], &tile[i * NR..i * NR + cols], c0, out);
                 }
             }
         }
@@ -244,16 +231,9 @@ impl QuantLinear {
             .take(m)
             .enumerate()
         {
-            let (lo, hi) = xr
-                .iter()
-                .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-            let s = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-            let z = (-lo / s).round().clamp(0.0, 255.0);
+            let (s, z) = quantize_row(xr, qr);
             sa[r] = s;
             za[r] = z as i32;
-            for (q, &v) in qr.iter_mut().zip(xr) {
-                *q = ((v / s).round() + z).clamp(0.0, 255.0) as u8;
-            }
         }
         let mut acc = vec![0i32; m_pad * ldo];
         if amx.matmul(&a, m, &mut acc).is_none() {
@@ -265,17 +245,42 @@ impl QuantLinear {
             .take(m)
             .enumerate()
         {
-            let (s, z) = (sa[r], za[r]);
-            for (((o, &a), (&cs, &sw)), &b) in yr
-                .iter_mut()
-                .zip(ar)
-                .zip(self.colsum.iter().zip(&self.scale))
-                .zip(&self.bias)
-            {
-                *o = s * sw * (a - z * cs) as f32 + b;
-            }
+            self.dequantize(sa[r], za[r], &ar[..n], 0, yr);
         }
     }
+
+    /// `out[j] = s · sw · (acc[j] − z · Σq_w) + b` for the columns `c0 + j` of one row with
+    /// activation scale `s` and zero point `z`.
+    #[inline(always)]
+    fn dequantize(&self, s: f32, z: i32, acc: &[i32], c0: usize, out: &mut [f32]) {
+        let cols = c0..c0 + out.len();
+        let (Some(colsum), Some(scale), Some(bias)) = (
+            self.colsum.get(cols.clone()),
+            self.scale.get(cols.clone()),
+            self.bias.get(cols),
+        ) else {
+            return;
+        };
+        for ((((o, &a), &cs), &sw), &b) in out.iter_mut().zip(acc).zip(colsum).zip(scale).zip(bias)
+        {
+            *o = s * sw * (a - z * cs) as f32 + b;
+        }
+    }
+}
+
+/// Quantises row `x` to u8 into `q` (its first `x.len()` bytes), asymmetric over the row's
+/// range widened to include 0; returns the scale and the zero point.
+#[inline(always)]
+fn quantize_row(x: &[f32], q: &mut [u8]) -> (f32, f32) {
+    let (lo, hi) = x
+        .iter()
+        .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let s = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+    let z = (-lo / s).round().clamp(0.0, 255.0);
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = ((v / s).round() + z).clamp(0.0, 255.0) as u8;
+    }
+    (s, z)
 }
 
 /// One `MR × NR` i32 tile over `quads` groups of four k values.
@@ -331,12 +336,7 @@ mod tests {
             return;
         }
         let mut seed = 11u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        };
+        let mut next = || crate::kernels::lcg(&mut seed);
         for &(m, n, k) in &[(1, 1, 1), (5, 33, 7), (13, 64, 202), (40, 96, 768)] {
             let x: Vec<f32> = (0..m * k).map(|_| next() + 0.3).collect();
             let w: Vec<f32> = (0..n * k).map(|_| next()).collect();

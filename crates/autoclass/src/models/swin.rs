@@ -382,7 +382,7 @@ impl SwinBlock {
                 };
                 let shape = AttentionShape { dim: c, heads };
                 let scale = (1.0 / (hd as f64).sqrt()) as f32;
-                let ctx = kernels::with_f32(&y.contiguous()?, |data| {
+                let ctx = kernels::with_f32(&y, |data| {
                     let mask = mask_values.as_ref().map(|(m, nw)| (m.as_slice(), *nw));
                     attention::window_attention(data, shape, n, bias, mask, scale)
                 })

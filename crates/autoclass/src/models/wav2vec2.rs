@@ -634,7 +634,8 @@ impl PositionalConvEmbedding {
 
     /// `[B, F, D]` → the positional embedding `[B, F, D]`.
     fn forward(&self, h: &Tensor) -> Result<Tensor> {
-        let mut x = h.transpose(1, 2)?.contiguous()?;
+        // A view: the convolution's fast path wants channels-last anyway.
+        let mut x = h.transpose(1, 2)?;
         if let Some(bn) = &self.batch_norm {
             x = bn.forward(&x)?;
         }

@@ -150,68 +150,30 @@ impl Linear {
         if let Some(last) = out_dims.last_mut() {
             *last = out_dim;
         }
-        if let Some(amx) = &self.amx {
-            if amx.in_features() != in_dim {
+        let fast = (self.amx.as_deref().map(Fast::Amx))
+            .or(self.quant.as_deref().map(Fast::Quant))
+            .or(self.packed.as_deref().map(Fast::Packed));
+        if let Some(fast) = fast {
+            if fast.in_features() != in_dim {
                 return Err(Error::input(format!(
                     "linear layer expects {} input features, got {in_dim}",
-                    amx.in_features()
+                    fast.in_features()
                 )));
             }
-            let epilogue = match act {
-                Some(Activation::Gelu) => Epilogue::GeluErf,
-                _ => Epilogue::None,
-            };
+            let gelu = act == Some(Activation::Gelu);
             let dtype = x.dtype();
             let xf = x.to_dtype(DType::F32)?.contiguous()?;
-            let y = kernels::with_f32(&xf, |data| amx.forward(data, rows, epilogue))
+            let y = kernels::with_f32(&xf, |data| fast.forward(data, rows, gelu))
                 .flatten()
-                .ok_or_else(|| Error::input("the bf16 linear layer needs a CPU tensor"))?;
+                .ok_or_else(|| {
+                    Error::input(format!(
+                        "the {} linear layer needs a CPU tensor",
+                        fast.name()
+                    ))
+                })?;
             let y = Tensor::from_vec(y, out_dims, x.device())?.to_dtype(dtype)?;
             return match act {
-                Some(a) if epilogue == Epilogue::None => a.forward(&y),
-                _ => Ok(y),
-            };
-        }
-        if let Some(quant) = &self.quant {
-            if quant.in_features() != in_dim {
-                return Err(Error::input(format!(
-                    "linear layer expects {} input features, got {in_dim}",
-                    quant.in_features()
-                )));
-            }
-            let dtype = x.dtype();
-            let xf = x.to_dtype(DType::F32)?.contiguous()?;
-            let mut y = kernels::with_f32(&xf, |data| quant.forward(data, rows))
-                .flatten()
-                .ok_or_else(|| Error::input("the int8 linear layer needs a CPU tensor"))?;
-            if act == Some(Activation::Gelu) {
-                kernels::elementwise::gelu_erf_par(&mut y);
-            }
-            let y = Tensor::from_vec(y, out_dims, x.device())?.to_dtype(dtype)?;
-            return match act {
-                Some(a) if a != Activation::Gelu => a.forward(&y),
-                _ => Ok(y),
-            };
-        }
-        if let Some(packed) = &self.packed {
-            if packed.in_features() != in_dim {
-                return Err(Error::input(format!(
-                    "linear layer expects {} input features, got {in_dim}",
-                    packed.in_features()
-                )));
-            }
-            let epilogue = match act {
-                Some(Activation::Gelu) => Epilogue::GeluErf,
-                _ => Epilogue::None,
-            };
-            let dtype = x.dtype();
-            let xf = x.to_dtype(DType::F32)?.contiguous()?;
-            let y = kernels::with_f32(&xf, |data| packed.forward(data, rows, epilogue))
-                .flatten()
-                .ok_or_else(|| Error::input("the packed linear layer needs a CPU tensor"))?;
-            let y = Tensor::from_vec(y, out_dims, x.device())?.to_dtype(dtype)?;
-            return match act {
-                Some(a) if epilogue == Epilogue::None => a.forward(&y),
+                Some(a) if !gelu => a.forward(&y),
                 _ => Ok(y),
             };
         }
@@ -232,30 +194,81 @@ impl Linear {
     }
 }
 
-/// Rounds an `[out, in]` weight to bf16 and packs it for AMX (bias kept f32), if it is an f32
-/// CPU tensor.
-fn amx_linear(weight: &Tensor, bias: Option<&Tensor>) -> Option<AmxLinear> {
+/// One of [`Linear`]'s fast paths.
+#[derive(Clone, Copy)]
+enum Fast<'a> {
+    Packed(&'a PackedLinear),
+    Quant(&'a QuantLinear),
+    Amx(&'a AmxLinear),
+}
+
+impl Fast<'_> {
+    fn in_features(self) -> usize {
+        match self {
+            Fast::Packed(p) => p.in_features(),
+            Fast::Quant(q) => q.in_features(),
+            Fast::Amx(a) => a.in_features(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Fast::Packed(_) => "packed",
+            Fast::Quant(_) => "int8",
+            Fast::Amx(_) => "bf16",
+        }
+    }
+
+    /// `x Wᵀ + b` for `rows` rows, followed by exact GELU when `gelu` (fused into the GEMM's
+    /// epilogue where the kernel has one).
+    fn forward(self, x: &[f32], rows: usize, gelu: bool) -> Option<Vec<f32>> {
+        let epilogue = if gelu {
+            Epilogue::GeluErf
+        } else {
+            Epilogue::None
+        };
+        match self {
+            Fast::Packed(p) => p.forward(x, rows, epilogue),
+            Fast::Amx(a) => a.forward(x, rows, epilogue),
+            Fast::Quant(q) => {
+                let mut y = q.forward(x, rows)?;
+                if gelu {
+                    kernels::elementwise::gelu_erf_par(&mut y);
+                }
+                Some(y)
+            }
+        }
+    }
+}
+
+/// Runs `f` on the f32 values of an `[out, in]` CPU weight (widened if needed), `out`, `in`
+/// and the bias's values.
+fn with_weight<R>(
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    f: impl FnOnce(&[f32], usize, usize, Option<&[f32]>) -> Option<R>,
+) -> Option<R> {
     let (o, i) = weight.dims2().ok()?;
     let wc = weight.to_dtype(DType::F32).ok()?.contiguous().ok()?;
     let b = match bias {
         Some(b) => Some(kernels::with_f32(
             &b.to_dtype(DType::F32).ok()?.contiguous().ok()?,
-            |d| d.to_vec(),
+            <[f32]>::to_vec,
         )?),
         None => None,
     };
-    kernels::with_f32(&wc, |w| AmxLinear::pack(w, o, i, b.as_deref())).flatten()
+    kernels::with_f32(&wc, |w| f(w, o, i, b.as_deref())).flatten()
 }
 
-/// Quantizes an `[out, in]` weight (and bias) to int8, if it is an f32 CPU tensor.
+/// Rounds an `[out, in]` weight to bf16 and packs it for AMX (bias kept f32), if it is a CPU
+/// tensor.
+fn amx_linear(weight: &Tensor, bias: Option<&Tensor>) -> Option<AmxLinear> {
+    with_weight(weight, bias, AmxLinear::pack)
+}
+
+/// Quantizes an `[out, in]` weight (and bias) to int8, if it is a CPU tensor.
 fn quantize_linear(weight: &Tensor, bias: Option<&Tensor>) -> Option<QuantLinear> {
-    let (o, i) = weight.dims2().ok()?;
-    let wc = weight.contiguous().ok()?;
-    let b = match bias {
-        Some(b) => Some(kernels::with_f32(&b.contiguous().ok()?, |d| d.to_vec())?),
-        None => None,
-    };
-    kernels::with_f32(&wc, |w| QuantLinear::quantize(w, o, i, b.as_deref())).flatten()
+    with_weight(weight, bias, QuantLinear::quantize)
 }
 
 /// Packs one or more `[out, in]` weights (stacked along `out`) with their biases, if the fast
@@ -334,13 +347,9 @@ impl LayerNorm {
         }
         let xc = x.contiguous()?;
         let rc = residual.map(Tensor::contiguous).transpose()?;
-        let (Some(w), Some(b)) = (
-            kernels::with_f32(&self.weight, <[f32]>::to_vec),
-            kernels::with_f32(&self.bias, <[f32]>::to_vec),
-        ) else {
+        let Some((w, b, eps)) = self.params() else {
             return Ok(None);
         };
-        let eps = self.eps as f32;
         let out = kernels::with_f32(&xc, |xd| match &rc {
             Some(rc) => kernels::with_f32(rc, |rd| {
                 kernels::elementwise::add_layer_norm(xd, Some(rd), &w, &b, eps)
@@ -976,6 +985,7 @@ impl Conv1d {
         if let Some(y) = self.forward_packed(x)? {
             return Ok(y);
         }
+        let x = &x.contiguous()?;
         // candle's CPU convolution has no bf16 kernel: widen to f32 and narrow the result.
         let y = if self.weight.dtype() == DType::BF16 && self.weight.device().is_cpu() {
             x.to_dtype(DType::F32)?
