@@ -688,13 +688,24 @@ mod speed {
             .num_threads(1)
             .build()
             .unwrap();
-        for &(m, n, k) in &[
-            (1024, 768, 768),
-            (1024, 3072, 768),
-            (1024, 768, 3072),
-            (16, 768, 768),
-            (3936, 768, 768),
-        ] {
+        // GEMM_SHAPES="m,n,k;m,n,k" replaces the default shapes.
+        let shapes: Vec<(usize, usize, usize)> = match std::env::var("GEMM_SHAPES") {
+            Ok(s) => s
+                .split(';')
+                .map(|t| {
+                    let v: Vec<usize> = t.split(',').map(|d| d.trim().parse().unwrap()).collect();
+                    (v[0], v[1], v[2])
+                })
+                .collect(),
+            Err(_) => vec![
+                (1024, 768, 768),
+                (1024, 3072, 768),
+                (1024, 768, 3072),
+                (16, 768, 768),
+                (3936, 768, 768),
+            ],
+        };
+        for &(m, n, k) in &shapes {
             let x = vec![0.5f32; m * k];
             let w = vec![0.25f32; n * k];
             let p = PackedLinear::pack(&w, n, k, None).unwrap();

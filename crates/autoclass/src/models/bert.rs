@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use crate::config::{parse_typed, Config, ModelConfig};
 use crate::error::{Error, Result};
 use crate::models::{
-    check_input_ids, encoder_mask, run_encoder, run_encoder_padding_free, split_qa_logits, Batch,
-    ForwardOptions, ModelOutput, TaskModel,
+    check_input_ids, encoder_mask, run_encoder, run_encoder_first, run_encoder_padding_free,
+    split_qa_logits, Batch, ForwardOptions, ModelOutput, RowsForward, TaskModel,
 };
 use crate::nn::{check_heads, Activation, Embedding, LayerNorm, Linear, MultiHeadAttention};
 use crate::registry::{unsupported_task, Architecture, Task};
@@ -225,14 +225,25 @@ impl BertLayer {
         want_probs: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (ctx, probs) = self.attention.forward(h, mask, want_probs)?;
+        Ok((self.after_attention(&ctx, h)?, probs))
+    }
+
+    /// [`Self::forward`] keeping only the positions `rows` selects (see
+    /// [`crate::models::RowsForward`]).
+    fn forward_rows(&self, h: &Tensor, mask: Option<&Tensor>, rows: &Tensor) -> Result<Tensor> {
+        let (ctx, _) = self.attention.forward(h, mask, false)?;
+        self.after_attention(&ctx.index_select(rows, 1)?, &h.index_select(rows, 1)?)
+    }
+
+    /// Output projection, residual LayerNorm and feed-forward on the attention context `ctx`
+    /// of the input `h`.
+    fn after_attention(&self, ctx: &Tensor, h: &Tensor) -> Result<Tensor> {
         let h = self
             .attention_norm
-            .forward_residual(&self.attention_output.forward(&ctx)?, h)?;
+            .forward_residual(&self.attention_output.forward(ctx)?, h)?;
         let f = self.intermediate.forward_act(&h, Some(self.act))?;
-        let h = self
-            .output_norm
-            .forward_residual(&self.output.forward(&f)?, &h)?;
-        Ok((h, probs))
+        self.output_norm
+            .forward_residual(&self.output.forward(&f)?, &h)
     }
 }
 
@@ -276,21 +287,34 @@ impl BertModel {
         })
     }
 
-    fn body(&self, batch: &Batch, options: &ForwardOptions) -> Result<BodyOutput> {
+    /// The body's outputs; with `first_only` (a head that reads only `[CLS]`: the pooler),
+    /// `last_hidden_state` may hold only position 0 (see [`run_encoder_first`]).
+    fn body(
+        &self,
+        batch: &Batch,
+        options: &ForwardOptions,
+        first_only: bool,
+    ) -> Result<BodyOutput> {
         let input_ids = batch.require("input_ids")?;
         let h = self
             .embeddings
             .forward(input_ids, batch.get("token_type_ids"))?;
         let mask = encoder_mask(batch, input_ids, h.dtype())?;
+        let rows: Option<RowsForward<'_, BertLayer>> =
+            first_only.then_some(&BertLayer::forward_rows);
         let packed = match (options.padding_free, batch.get("attention_mask")) {
             (true, Some(am)) => {
-                run_encoder_padding_free(&self.layers, &h, am, options, BertLayer::forward)?
+                run_encoder_padding_free(&self.layers, &h, am, options, BertLayer::forward, rows)?
             }
             _ => None,
         };
-        let enc = match packed {
-            Some(enc) => enc,
-            None => run_encoder(&self.layers, h, mask.as_ref(), options, BertLayer::forward)?,
+        let layers = &self.layers;
+        let enc = match (packed, rows) {
+            (Some(enc), _) => enc,
+            (None, Some(last)) => {
+                run_encoder_first(layers, h, mask.as_ref(), options, BertLayer::forward, last)?
+            }
+            (None, None) => run_encoder(layers, h, mask.as_ref(), options, BertLayer::forward)?,
         };
         let h = enc.last_hidden_state;
         let pooler_output = match &self.pooler {
@@ -318,7 +342,7 @@ impl TaskModel for BertModel {
         "BertModel"
     }
     fn forward(&self, batch: &Batch, options: &ForwardOptions) -> Result<ModelOutput> {
-        let body = self.body(batch, options)?;
+        let body = self.body(batch, options, false)?;
         let mut out = ModelOutput {
             hidden_states: body.hidden_states,
             attentions: body.attentions,
@@ -445,7 +469,8 @@ impl TaskModel for BertWithHead {
     }
 
     fn forward(&self, batch: &Batch, options: &ForwardOptions) -> Result<ModelOutput> {
-        let body = self.bert.body(batch, options)?;
+        let first_only = matches!(self.head, Head::Sequence(_));
+        let body = self.bert.body(batch, options, first_only)?;
         let mut out = ModelOutput {
             hidden_states: body.hidden_states,
             attentions: body.attentions,

@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use crate::config::{parse_typed, Config, ModelConfig};
 use crate::error::{Error, Result};
 use crate::models::{
-    check_input_ids, encoder_mask, run_encoder, run_encoder_padding_free, split_qa_logits, Batch,
-    ForwardOptions, ModelOutput, TaskModel,
+    check_input_ids, encoder_mask, run_encoder, run_encoder_first, run_encoder_padding_free,
+    split_qa_logits, Batch, ForwardOptions, ModelOutput, RowsForward, TaskModel,
 };
 use crate::nn::{check_heads, Activation, Embedding, LayerNorm, Linear, MultiHeadAttention};
 use crate::registry::{unsupported_task, Architecture, Task};
@@ -161,14 +161,26 @@ impl TransformerBlock {
         want_probs: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (ctx, probs) = self.attention.forward(h, mask, want_probs)?;
+        Ok((self.after_attention(&ctx, h)?, probs))
+    }
+
+    /// [`Self::forward`] keeping only the positions `rows` selects (see
+    /// [`crate::models::RowsForward`]).
+    fn forward_rows(&self, h: &Tensor, mask: Option<&Tensor>, rows: &Tensor) -> Result<Tensor> {
+        let (ctx, _) = self.attention.forward(h, mask, false)?;
+        self.after_attention(&ctx.index_select(rows, 1)?, &h.index_select(rows, 1)?)
+    }
+
+    /// Output projection, residual LayerNorm and feed-forward on the attention context `ctx`
+    /// of the input `h`.
+    fn after_attention(&self, ctx: &Tensor, h: &Tensor) -> Result<Tensor> {
         let h = self
             .sa_layer_norm
-            .forward_residual(&self.out_lin.forward(&ctx)?, h)?;
+            .forward_residual(&self.out_lin.forward(ctx)?, h)?;
         let f = self
             .lin2
             .forward(&self.lin1.forward_act(&h, Some(self.act))?)?;
-        let h = self.output_layer_norm.forward_residual(&f, &h)?;
-        Ok((h, probs))
+        self.output_layer_norm.forward_residual(&f, &h)
     }
 }
 
@@ -191,25 +203,33 @@ impl DistilBertModel {
         })
     }
 
-    fn body(&self, batch: &Batch, options: &ForwardOptions) -> Result<ModelOutput> {
+    /// The body's outputs; with `first_only` (a head that reads only position 0),
+    /// `last_hidden_state` may hold only position 0 (see [`run_encoder_first`]).
+    fn body(
+        &self,
+        batch: &Batch,
+        options: &ForwardOptions,
+        first_only: bool,
+    ) -> Result<ModelOutput> {
         let input_ids = batch.require("input_ids")?;
         let h = self.embeddings.forward(input_ids)?;
         let mask = encoder_mask(batch, input_ids, h.dtype())?;
+        let rows: Option<RowsForward<'_, TransformerBlock>> =
+            first_only.then_some(&TransformerBlock::forward_rows);
+        let forward = TransformerBlock::forward;
         let packed = match (options.padding_free, batch.get("attention_mask")) {
             (true, Some(am)) => {
-                run_encoder_padding_free(&self.layers, &h, am, options, TransformerBlock::forward)?
+                run_encoder_padding_free(&self.layers, &h, am, options, forward, rows)?
             }
             _ => None,
         };
-        let enc = match packed {
-            Some(enc) => enc,
-            None => run_encoder(
-                &self.layers,
-                h,
-                mask.as_ref(),
-                options,
-                TransformerBlock::forward,
-            )?,
+        let layers = &self.layers;
+        let enc = match (packed, rows) {
+            (Some(enc), _) => enc,
+            (None, Some(last)) => {
+                run_encoder_first(layers, h, mask.as_ref(), options, forward, last)?
+            }
+            (None, None) => run_encoder(layers, h, mask.as_ref(), options, forward)?,
         };
         let mut out = ModelOutput {
             hidden_states: enc.hidden_states,
@@ -226,7 +246,7 @@ impl TaskModel for DistilBertModel {
         "DistilBertModel"
     }
     fn forward(&self, batch: &Batch, options: &ForwardOptions) -> Result<ModelOutput> {
-        self.body(batch, options)
+        self.body(batch, options, false)
     }
 }
 
@@ -324,7 +344,8 @@ impl TaskModel for DistilBertWithHead {
     }
 
     fn forward(&self, batch: &Batch, options: &ForwardOptions) -> Result<ModelOutput> {
-        let body = self.distilbert.body(batch, options)?;
+        let first_only = matches!(self.head, Head::Sequence { .. });
+        let body = self.distilbert.body(batch, options, first_only)?;
         let h = body.require("last_hidden_state")?.clone();
         let mut out = ModelOutput {
             hidden_states: body.hidden_states,

@@ -209,12 +209,16 @@ pub(crate) fn encoder_mask(
 /// U32 cumulative lengths `[B + 1]` that [`crate::nn::MultiHeadAttention`] understands), and the
 /// outputs are scattered back to `[B, L, D]` with zeros at hidden positions. Returns `None` when
 /// nothing would be saved (no padding) or the mask is not `[B, L]`.
+///
+/// With `first`, the stack runs as [`run_encoder_first`] does and `last_hidden_state` is each
+/// text's first position, `[B, 1, D]` (unless hidden states are asked for, or a text is empty).
 pub(crate) fn run_encoder_padding_free<L>(
     layers: &[L],
     h: &Tensor,
     attention_mask: &Tensor,
     options: &ForwardOptions,
     forward: impl Fn(&L, &Tensor, Option<&Tensor>, bool) -> Result<(Tensor, Option<Tensor>)>,
+    first: Option<RowsForward<'_, L>>,
 ) -> Result<Option<EncoderOutput>> {
     let (b, l, d) = h.dims3()?;
     if options.output_attentions || attention_mask.dims() != [b, l] {
@@ -240,9 +244,32 @@ pub(crate) fn run_encoder_padding_free<L>(
         return Ok(None);
     }
     let device = h.device();
+    // Each text's first row in the packed sequence (only when no text is empty).
+    let starts: Option<Vec<u32>> = cu
+        .windows(2)
+        .map(|w| (w[1] > w[0]).then_some(w[0]))
+        .collect();
     let idx = Tensor::from_vec(idx, t, device)?;
     let cu = Tensor::from_vec(cu, b + 1, device)?;
     let packed = h.reshape((b * l, d))?.index_select(&idx, 0)?.unsqueeze(0)?;
+    if let (Some(last), Some(starts)) = (first, starts) {
+        let starts = Tensor::from_vec(starts, b, device)?;
+        let enc = run_rows(
+            layers,
+            packed.clone(),
+            Some(&cu),
+            options,
+            &forward,
+            last,
+            starts,
+        )?;
+        if let Some(enc) = enc {
+            return Ok(Some(EncoderOutput {
+                last_hidden_state: enc.last_hidden_state.reshape((b, 1, d))?,
+                ..enc
+            }));
+        }
+    }
     let enc = run_encoder(layers, packed, Some(&cu), options, forward)?;
     let unpack = |x: &Tensor| -> Result<Tensor> {
         let zeros = Tensor::zeros((b * l, d), x.dtype(), device)?;
@@ -266,6 +293,57 @@ pub(crate) struct EncoderOutput {
     pub last_hidden_state: Tensor,
     pub hidden_states: Option<Vec<Tensor>>,
     pub attentions: Option<Vec<Tensor>>,
+}
+
+/// A layer's forward pass that keeps only some rows of its output: `(layer, h, mask, rows)`
+/// computes attention over every position of `h` `[B, L, D]` but the sublayers after it only
+/// on the positions `rows` (U32) selects along dim 1, returning `[B, rows, D]`.
+pub(crate) type RowsForward<'a, L> =
+    &'a dyn Fn(&L, &Tensor, Option<&Tensor>, &Tensor) -> Result<Tensor>;
+
+/// [`run_encoder`] for heads that read only the first position (sequence classification on
+/// `[CLS]`, ViT's image classification): the last layer runs through `last` on position 0, so
+/// `last_hidden_state` is `[B, 1, D]`, with the values the full stack gives there. Its
+/// output projection and feed-forward then cost `B` rows instead of `B·L`. Runs the full
+/// stack when hidden states or attentions are asked for (they need every position).
+pub(crate) fn run_encoder_first<L>(
+    layers: &[L],
+    h: Tensor,
+    mask: Option<&Tensor>,
+    options: &ForwardOptions,
+    forward: impl Fn(&L, &Tensor, Option<&Tensor>, bool) -> Result<(Tensor, Option<Tensor>)>,
+    last: RowsForward<'_, L>,
+) -> Result<EncoderOutput> {
+    let first = Tensor::zeros(1, candle_core::DType::U32, h.device())?;
+    match run_rows(layers, h.clone(), mask, options, &forward, last, first)? {
+        Some(enc) => Ok(enc),
+        None => run_encoder(layers, h, mask, options, forward),
+    }
+}
+
+/// Every layer but the last through `forward`, the last through `last` keeping `rows`; `None`
+/// when that is not possible (no layers, or hidden states or attentions asked for).
+fn run_rows<L>(
+    layers: &[L],
+    h: Tensor,
+    mask: Option<&Tensor>,
+    options: &ForwardOptions,
+    forward: &impl Fn(&L, &Tensor, Option<&Tensor>, bool) -> Result<(Tensor, Option<Tensor>)>,
+    last: RowsForward<'_, L>,
+    rows: Tensor,
+) -> Result<Option<EncoderOutput>> {
+    let Some((tail, body)) = layers.split_last() else {
+        return Ok(None);
+    };
+    if options.output_hidden_states || options.output_attentions {
+        return Ok(None);
+    }
+    let enc = run_encoder(body, h, mask, options, forward)?;
+    Ok(Some(EncoderOutput {
+        last_hidden_state: last(tail, &enc.last_hidden_state, mask, &rows)?,
+        hidden_states: None,
+        attentions: None,
+    }))
 }
 
 /// Runs `layers` in order, collecting `hidden_states` and `attentions` as transformers does.

@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 
 use crate::config::{parse_typed, Config, ModelConfig};
 use crate::error::{Error, Result};
-use crate::models::{run_encoder, Batch, ForwardOptions, ModelOutput, TaskModel};
+use crate::models::{
+    run_encoder, run_encoder_first, Batch, ForwardOptions, ModelOutput, TaskModel,
+};
 use crate::nn::{
     check_heads, Activation, Conv2d, Conv2dSpec, LayerNorm, Linear, MultiHeadAttention,
 };
@@ -238,12 +240,26 @@ impl ViTLayer {
         let (ctx, probs) =
             self.attention
                 .forward(&self.layernorm_before.forward(h)?, mask, want_probs)?;
-        let h = (self.attention_output.forward(&ctx)? + h)?;
+        Ok((self.after_attention(&ctx, h)?, probs))
+    }
+
+    /// [`Self::forward`] keeping only the positions `rows` selects (see
+    /// [`crate::models::RowsForward`]).
+    fn forward_rows(&self, h: &Tensor, mask: Option<&Tensor>, rows: &Tensor) -> Result<Tensor> {
+        let (ctx, _) = self
+            .attention
+            .forward(&self.layernorm_before.forward(h)?, mask, false)?;
+        self.after_attention(&ctx.index_select(rows, 1)?, &h.index_select(rows, 1)?)
+    }
+
+    /// Output projection, residual and feed-forward block on the attention context `ctx` of
+    /// the input `h`.
+    fn after_attention(&self, ctx: &Tensor, h: &Tensor) -> Result<Tensor> {
+        let h = (self.attention_output.forward(ctx)? + h)?;
         let f = self
             .intermediate
             .forward_act(&self.layernorm_after.forward(&h)?, Some(self.act))?;
-        let h = (self.output.forward(&f)? + &h)?;
-        Ok((h, probs))
+        Ok((self.output.forward(&f)? + &h)?)
     }
 }
 
@@ -296,9 +312,28 @@ impl ViTModel {
         })
     }
 
-    fn body(&self, batch: &Batch, options: &ForwardOptions) -> Result<BodyOutput> {
+    /// The body's outputs; with `first_only` (a head that reads only the `[CLS]` position),
+    /// `last_hidden_state` may hold only position 0 (see [`run_encoder_first`]).
+    fn body(
+        &self,
+        batch: &Batch,
+        options: &ForwardOptions,
+        first_only: bool,
+    ) -> Result<BodyOutput> {
         let h = self.embeddings.forward(batch.require("pixel_values")?)?;
-        let enc = run_encoder(&self.layers, h, None, options, ViTLayer::forward)?;
+        let forward = ViTLayer::forward;
+        let enc = if first_only {
+            run_encoder_first(
+                &self.layers,
+                h,
+                None,
+                options,
+                forward,
+                &ViTLayer::forward_rows,
+            )?
+        } else {
+            run_encoder(&self.layers, h, None, options, forward)?
+        };
         let h = self.layernorm.forward(&enc.last_hidden_state)?;
         let pooler_output = match &self.pooler {
             Some((dense, act)) => {
@@ -321,7 +356,7 @@ impl TaskModel for ViTModel {
         "ViTModel"
     }
     fn forward(&self, batch: &Batch, options: &ForwardOptions) -> Result<ModelOutput> {
-        let body = self.body(batch, options)?;
+        let body = self.body(batch, options, false)?;
         let mut out = ModelOutput {
             hidden_states: body.hidden_states,
             attentions: body.attentions,
@@ -368,7 +403,7 @@ impl TaskModel for ViTForImageClassification {
         "ViTForImageClassification"
     }
     fn forward(&self, batch: &Batch, options: &ForwardOptions) -> Result<ModelOutput> {
-        let body = self.vit.body(batch, options)?;
+        let body = self.vit.body(batch, options, true)?;
         let mut out = ModelOutput {
             hidden_states: body.hidden_states,
             attentions: body.attentions,
