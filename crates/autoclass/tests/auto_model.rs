@@ -86,13 +86,20 @@ fn run_case(name: &str) {
     // Sequence classification reads only [CLS] (the last layer then runs on each text's first
     // row only): on a padded batch, padding-free batching gives the padded run's logits.
     if task == Task::SequenceClassification {
-        let ragged = ["short", "a much longer text, so that the first one is padded"];
+        let ragged = [
+            "short",
+            "a much longer text, so that the first one is padded",
+        ];
         let ragged = tokenizer
             .encode_batch(&ragged, None, &encode_options(&case))
             .unwrap()
             .to_batch(&autoclass::candle_core::Device::Cpu)
             .unwrap();
-        let mask = ragged.get("attention_mask").unwrap().to_vec2::<i64>().unwrap();
+        let mask = ragged
+            .get("attention_mask")
+            .unwrap()
+            .to_vec2::<i64>()
+            .unwrap();
         assert!(mask.iter().flatten().any(|&m| m == 0), "{name}: not padded");
         let padded = model.forward(&ragged).unwrap();
         let padding_free = ForwardOptions {

@@ -418,3 +418,39 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod speed {
+    use super::*;
+
+    /// `cargo test --release -p autoclass --lib window_attention_speed -- --ignored --nocapture`:
+    /// Swin-tiny stage 1 windows (4 images: 256 windows of 49, width 96, 3 heads), shifted.
+    #[test]
+    #[ignore]
+    fn window_attention_speed() {
+        let (n, d, heads, windows, nw) = (49usize, 96usize, 3usize, 256usize, 64usize);
+        let qkv: Vec<f32> = (0..windows * n * 3 * d)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let bias: Vec<f32> = (0..heads * n * n).map(|i| (i % 13) as f32 / 13.0).collect();
+        let mask: Vec<f32> = (0..nw * n * n)
+            .map(|i| if i % 5 == 0 { -100.0 } else { 0.0 })
+            .collect();
+        let s = AttentionShape { dim: d, heads };
+        let t0 = std::time::Instant::now();
+        let reps = 20;
+        for _ in 0..reps {
+            std::hint::black_box(
+                window_attention(&qkv, s, n, &bias, Some((&mask, nw)), 0.17).unwrap(),
+            );
+        }
+        let dt = t0.elapsed().as_secs_f64() / reps as f64;
+        let flops = 4.0 * (windows * heads * n * n * (d / heads)) as f64;
+        println!(
+            "window attention: {:.2} ms, {:.1} GFLOP/s",
+            dt * 1e3,
+            flops / dt / 1e9
+        );
+    }
+}

@@ -49,6 +49,10 @@ fn exp_f32(x: f32) -> f32 {
     y * f32::from_bits(bits)
 }
 
+/// Softmax probabilities below this are set to 0 by the AVX-512 kernel (see
+/// [`scaled_masked_softmax`]).
+const TINY_PROBABILITY: f32 = 1e-30;
+
 /// `erf(x)` as ATen's `Vectorized<float>::erf` computes it (Abramowitz & Stegun 7.1.26).
 #[inline(always)]
 fn erf_f32(x: f32) -> f32 {
@@ -408,22 +412,32 @@ mod simd {
                 i += 16;
             }
             let max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-            // Pass 2: exponentials and their sum.
+            // Pass 2: exponentials and their sum. Below e^-80 (masked keys) the exponential is
+            // 0: near exp's clamp its result is subnormal, and so slow to compute and use.
+            let floor = _mm512_set1_ps(-80.0);
             let mut sum = _mm512_setzero_ps();
             let mut i = 0;
             while i < len {
                 let k = lanes(len - i);
-                let e = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p.add(i)), max));
+                let d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, p.add(i)), max);
+                let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(d, floor);
+                let e = _mm512_maskz_mov_ps(live, exp(_mm512_max_ps(d, floor)));
                 _mm512_mask_storeu_ps(p.add(i), k, e);
                 sum = _mm512_mask_add_ps(sum, k, sum, e);
                 i += 16;
             }
             let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
-            // Pass 3: normalise.
+            // Pass 3: normalise. Probabilities below 1e-30 (masked keys: e^-100 and less)
+            // become 0: they and their products with the values would be subnormal floats,
+            // which send every FMA that touches them down the CPU's slow path (Swin's shifted
+            // windows ran 3x slower), for a contribution to the output below 1e-30.
+            let tiny = _mm512_set1_ps(super::TINY_PROBABILITY);
             let mut i = 0;
             while i < len {
                 let k = lanes(len - i);
                 let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p.add(i)), inv);
+                let normal = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(v, tiny);
+                let v = _mm512_maskz_mov_ps(normal, v);
                 _mm512_mask_storeu_ps(p.add(i), k, v);
                 i += 16;
             }
