@@ -8,6 +8,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -437,7 +438,32 @@ impl SwinBlock {
         }
         let (b, _, c) = x.dims3()?;
         let shortcut = x;
-        let mut hs = self.layernorm_before.forward(x)?.reshape((b, h, w, c))?;
+        let normed = self.layernorm_before.forward(x)?;
+        let mask = |hp: usize, wp: usize| -> Result<Option<Tensor>> {
+            if shift > 0 {
+                Ok(Some(shift_mask(hp, wp, ws, shift, x.device())?))
+            } else {
+                Ok(None)
+            }
+        };
+        // Fast path (contiguous f32 on the CPU): the pad, roll and window partition as one
+        // gather of rows, their inverse and the residual add as one pass.
+        let map = WindowMap::new(b, h, w, ws, shift);
+        let windows = kernels::with_f32(&normed, |data| map.gather(data, c)).flatten();
+        if let Some(windows) = windows {
+            let windows =
+                Tensor::from_vec(windows, (map.len() / (ws * ws), ws * ws, c), x.device())?;
+            let attended = self.attention(&windows, mask(map.hp, map.wp)?.as_ref(), b)?;
+            let hs = kernels::with_f32(&attended, |a| {
+                kernels::with_f32(x, |short| map.scatter_add(short, a, c)).flatten()
+            })
+            .flatten();
+            if let Some(hs) = hs {
+                let hs = Tensor::from_vec(hs, (b, h * w, c), x.device())?;
+                return self.feed_forward(hs);
+            }
+        }
+        let mut hs = normed.reshape((b, h, w, c))?;
         let pad_r = (ws - w % ws) % ws;
         let pad_b = (ws - h % ws) % ws;
         if pad_r > 0 {
@@ -456,12 +482,7 @@ impl SwinBlock {
             .permute((0, 1, 3, 2, 4, 5))?
             .contiguous()?
             .reshape((b * nh * nw, ws * ws, c))?;
-        let mask = if shift > 0 {
-            Some(shift_mask(hp, wp, ws, shift, x.device())?)
-        } else {
-            None
-        };
-        let attended = self.attention(&windows, mask.as_ref(), b)?;
+        let attended = self.attention(&windows, mask(hp, wp)?.as_ref(), b)?;
         let mut hs = attended
             .reshape((b, nh, nw, ws, ws, c))?
             .permute((0, 1, 3, 2, 4, 5))?
@@ -474,12 +495,107 @@ impl SwinBlock {
             hs = hs.narrow(1, 0, h)?.narrow(2, 0, w)?;
         }
         let hs = (shortcut + hs.contiguous()?.reshape((b, h * w, c))?)?;
+        self.feed_forward(hs)
+    }
+
+    /// The second half of the block: `hs + fc2(act(fc1(LN(hs))))`.
+    fn feed_forward(&self, hs: Tensor) -> Result<Tensor> {
         let f = self.mlp_output.forward(
             &self
                 .intermediate
                 .forward_act(&self.layernorm_after.forward(&hs)?, Some(self.act))?,
         )?;
         Ok((hs + f)?)
+    }
+}
+
+/// Swin's padded, rolled window partition as a map of rows: entry `j` (window-major, then
+/// row-major inside the window, the order of transformers' `window_partition` on the grid
+/// padded to whole windows and rolled by `-shift`) is the row of the `[B·H·W]` input it holds,
+/// or `None` for padding. Rolling back by `+shift` and unpadding sends entry `j` to the same
+/// row, so one map serves both directions.
+struct WindowMap {
+    rows: Vec<Option<usize>>,
+    /// For each input row, its entry in `rows`.
+    inverse: Vec<usize>,
+    hp: usize,
+    wp: usize,
+}
+
+impl WindowMap {
+    fn new(b: usize, h: usize, w: usize, ws: usize, shift: usize) -> Self {
+        let (hp, wp) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
+        let mut rows = Vec::with_capacity(b * hp * wp);
+        let mut inverse = vec![0; b * h * w];
+        for bi in 0..b {
+            for wy in 0..hp / ws {
+                for wx in 0..wp / ws {
+                    for r in 0..ws {
+                        for s in 0..ws {
+                            let y = (wy * ws + r + shift) % hp;
+                            let x = (wx * ws + s + shift) % wp;
+                            let row = (y < h && x < w).then_some((bi * h + y) * w + x);
+                            if let Some(i) = row {
+                                inverse[i] = rows.len();
+                            }
+                            rows.push(row);
+                        }
+                    }
+                }
+            }
+        }
+        WindowMap {
+            rows,
+            inverse,
+            hp,
+            wp,
+        }
+    }
+
+    /// Rows in the partition (windows × ws²).
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The windows of `x` (`[B·H·W, c]`): `[len, c]`, zeros at padding. `None` if `x` is not
+    /// `B·H·W` rows of `c`.
+    fn gather(&self, x: &[f32], c: usize) -> Option<Vec<f32>> {
+        if c == 0 || x.len() != self.inverse.len() * c {
+            return None;
+        }
+        let mut out = vec![0f32; self.rows.len() * c];
+        out.par_chunks_mut(c)
+            .zip(self.rows.par_iter())
+            .with_min_len(256)
+            .for_each(|(dst, row)| {
+                if let Some(src) = row.and_then(|i| x.get(i * c..(i + 1) * c)) {
+                    dst.copy_from_slice(src);
+                }
+            });
+        Some(out)
+    }
+
+    /// `shortcut + windows` put back in place: `[B·H·W, c]`. `None` on a size mismatch.
+    fn scatter_add(&self, shortcut: &[f32], windows: &[f32], c: usize) -> Option<Vec<f32>> {
+        if c == 0
+            || shortcut.len() != self.inverse.len() * c
+            || windows.len() != self.rows.len() * c
+        {
+            return None;
+        }
+        let mut out = vec![0f32; shortcut.len()];
+        out.par_chunks_mut(c)
+            .zip(shortcut.par_chunks(c))
+            .zip(self.inverse.par_iter())
+            .with_min_len(256)
+            .for_each(|((dst, short), &j)| {
+                if let Some(win) = windows.get(j * c..(j + 1) * c) {
+                    for ((d, a), b) in dst.iter_mut().zip(short).zip(win) {
+                        *d = a + b;
+                    }
+                }
+            });
+        Some(out)
     }
 }
 
