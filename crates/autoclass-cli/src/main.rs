@@ -329,8 +329,9 @@ struct InspectArgs {
 /// The process allocator. A forward pass frees and allocates activations of many MB per layer;
 /// glibc's malloc returns such blocks to the kernel and takes page faults (and zeroing) to get
 /// them back, mimalloc keeps them for reuse. Measured with `benches/compare.sh` (issue 7):
-/// +8–25% throughput on BERT, ViT, Swin and wav2vec2, start-up 0.31 s → 0.24 s, peak RSS of W1
-/// 325 → 390 MB. Programs using the library choose their own allocator the same way.
+/// +8–25% throughput on BERT, ViT, Swin and wav2vec2, peak RSS of W1 325 → 400 MB. Built
+/// without transparent huge pages (libmimalloc-sys's `no_thp`: see the workspace Cargo.toml).
+/// Programs using the library choose their own allocator the same way.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
