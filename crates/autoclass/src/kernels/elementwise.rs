@@ -430,7 +430,7 @@ mod simd {
             // Pass 3: normalise. Probabilities below 1e-30 (masked keys: e^-100 and less)
             // become 0: they and their products with the values would be subnormal floats,
             // which send every FMA that touches them down the CPU's slow path (Swin's shifted
-            // windows ran 3x slower), for a contribution to the output below 1e-30.
+            // windows ran 4x slower), for a contribution to the output below 1e-30.
             let tiny = _mm512_set1_ps(super::TINY_PROBABILITY);
             let mut i = 0;
             while i < len {
