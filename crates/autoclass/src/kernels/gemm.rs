@@ -25,13 +25,11 @@ const KC: usize = 4096;
 /// Floats of packed `x` per pass over the weights (768 KiB: L2-resident); the row chunk is
 /// this divided by the block depth.
 const MO_FLOATS: usize = 196_608;
-/// Rows per inner block (a multiple of `MR`): one tile, whose packed rows (`MR·k` floats,
-/// L1-sized up to k = 768) then serve every panel of the column block from L1.
-const MC: usize = MR;
 /// Floats of packed weights per column block (768 KiB: with the packed rows, L2-resident):
-/// the block's panels are reused from L2 by every tile of the row chunk. Against one panel per
-/// block and 96-row inner blocks (each tile re-reading its rows from L2): +5-20% on BERT and
-/// Swin shapes (gemm_speed, 1 thread).
+/// every `MR`-row tile of the row chunk passes over all the block's panels, so its packed rows
+/// (`MR·k` floats, L1-sized up to k = 768) are read from L1 and the panels from L2. Against one
+/// panel per block passed over by 96 rows at a time (each tile re-reading its rows from L2):
+/// +5-20% on BERT and Swin shapes (gemm_speed, 1 thread).
 const NC_FLOATS: usize = 196_608;
 /// Floats per 64-byte line, for aligning the packed buffer.
 const ALIGN: usize = 16;
@@ -425,54 +423,45 @@ impl PackedLinear {
             let mut q0 = p0;
             while q0 < p1 {
                 let q1 = (q0 + nc).min(p1);
-                let mut m0 = 0;
-                while m0 < m {
-                    let mc = MC.min(m - m0);
+                // Each MR-row tile over every panel of the block: its packed rows stay in L1.
+                for (blk, a_blk) in a.chunks_exact(MR * kc).enumerate() {
+                    let row0 = blk * MR;
+                    let rows = MR.min(m - row0);
                     for p in q0..q1 {
                         let b = &packed[p * k * NR + k0 * NR..p * k * NR + (k0 + kc) * NR];
                         let c_first = p * NR;
                         let cols = NR.min(self.n - c_first);
                         let bias = &self.bias[c_first..c_first + cols];
                         let oc = c_first - col0;
-                        let mut i0 = 0;
-                        while i0 < mc {
-                            let rows = MR.min(mc - i0);
-                            let row0 = m0 + i0;
-                            let blk = row0 / MR;
-                            let a_blk = &a[blk * MR * kc..(blk + 1) * MR * kc];
-                            if rows == MR && cols == NR {
-                                let start = row0 * ldo + oc;
-                                let end = (row0 + MR - 1) * ldo + oc + NR;
-                                let c = &mut out[start..end];
-                                micro(kc, a_blk, b, c, ldo, first, bias);
-                                if last && epilogue != Epilogue::None {
-                                    for r in 0..MR {
-                                        apply(epilogue, &mut c[r * ldo..r * ldo + NR]);
-                                    }
-                                }
-                            } else {
-                                // Edge tile: compute into a scratch tile, copy the valid part.
-                                for r in 0..rows {
-                                    let at = (row0 + r) * ldo + oc;
-                                    tile[r * NR..r * NR + cols]
-                                        .copy_from_slice(&out[at..at + cols]);
-                                }
-                                let mut full_bias = [0f32; NR];
-                                full_bias[..cols].copy_from_slice(bias);
-                                micro(kc, a_blk, b, &mut tile, NR, first, &full_bias);
-                                for r in 0..rows {
-                                    let at = (row0 + r) * ldo + oc;
-                                    let dst = &mut out[at..at + cols];
-                                    dst.copy_from_slice(&tile[r * NR..r * NR + cols]);
-                                    if last && epilogue != Epilogue::None {
-                                        apply(epilogue, dst);
-                                    }
+                        if rows == MR && cols == NR {
+                            let start = row0 * ldo + oc;
+                            let end = (row0 + MR - 1) * ldo + oc + NR;
+                            let c = &mut out[start..end];
+                            micro(kc, a_blk, b, c, ldo, first, bias);
+                            if last && epilogue != Epilogue::None {
+                                for r in 0..MR {
+                                    apply(epilogue, &mut c[r * ldo..r * ldo + NR]);
                                 }
                             }
-                            i0 += MR;
+                        } else {
+                            // Edge tile: compute into a scratch tile, copy the valid part.
+                            for r in 0..rows {
+                                let at = (row0 + r) * ldo + oc;
+                                tile[r * NR..r * NR + cols].copy_from_slice(&out[at..at + cols]);
+                            }
+                            let mut full_bias = [0f32; NR];
+                            full_bias[..cols].copy_from_slice(bias);
+                            micro(kc, a_blk, b, &mut tile, NR, first, &full_bias);
+                            for r in 0..rows {
+                                let at = (row0 + r) * ldo + oc;
+                                let dst = &mut out[at..at + cols];
+                                dst.copy_from_slice(&tile[r * NR..r * NR + cols]);
+                                if last && epilogue != Epilogue::None {
+                                    apply(epilogue, dst);
+                                }
+                            }
                         }
                     }
-                    m0 += mc;
                 }
                 q0 = q1;
             }

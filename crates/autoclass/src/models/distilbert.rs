@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use crate::config::{parse_typed, Config, ModelConfig};
 use crate::error::{Error, Result};
 use crate::models::{
-    check_input_ids, encoder_mask, run_encoder, run_encoder_first, run_encoder_padding_free,
-    split_qa_logits, Batch, ForwardOptions, ModelOutput, RowsForward, TaskModel,
+    check_input_ids, encoder_mask, run_encoder_first, run_encoder_padding_free, split_qa_logits,
+    Batch, ForwardOptions, ModelOutput, RowsForward, TaskModel,
 };
 use crate::nn::{check_heads, Activation, Embedding, LayerNorm, Linear, MultiHeadAttention};
 use crate::registry::{unsupported_task, Architecture, Task};
@@ -223,13 +223,9 @@ impl DistilBertModel {
             }
             _ => None,
         };
-        let layers = &self.layers;
-        let enc = match (packed, rows) {
-            (Some(enc), _) => enc,
-            (None, Some(last)) => {
-                run_encoder_first(layers, h, mask.as_ref(), options, forward, last)?
-            }
-            (None, None) => run_encoder(layers, h, mask.as_ref(), options, forward)?,
+        let enc = match packed {
+            Some(enc) => enc,
+            None => run_encoder_first(&self.layers, h, mask.as_ref(), options, forward, rows)?,
         };
         let mut out = ModelOutput {
             hidden_states: enc.hidden_states,

@@ -252,25 +252,20 @@ pub(crate) fn run_encoder_padding_free<L>(
     let idx = Tensor::from_vec(idx, t, device)?;
     let cu = Tensor::from_vec(cu, b + 1, device)?;
     let packed = h.reshape((b * l, d))?.index_select(&idx, 0)?.unsqueeze(0)?;
-    if let (Some(last), Some(starts)) = (first, starts) {
-        let starts = Tensor::from_vec(starts, b, device)?;
-        let enc = run_rows(
-            layers,
-            packed.clone(),
-            Some(&cu),
-            options,
-            &forward,
-            last,
-            starts,
-        )?;
-        if let Some(enc) = enc {
-            return Ok(Some(EncoderOutput {
-                last_hidden_state: enc.last_hidden_state.reshape((b, 1, d))?,
-                ..enc
-            }));
+    let last = match (first, starts) {
+        (Some(f), Some(s)) if keeps_rows(layers, options) => {
+            Some((f, Tensor::from_vec(s, b, device)?))
         }
+        _ => None,
+    };
+    let kept_rows = last.is_some();
+    let enc = run_encoder_rows(layers, packed, Some(&cu), options, forward, last)?;
+    if kept_rows {
+        return Ok(Some(EncoderOutput {
+            last_hidden_state: enc.last_hidden_state.reshape((b, 1, d))?,
+            ..enc
+        }));
     }
-    let enc = run_encoder(layers, packed, Some(&cu), options, forward)?;
     let unpack = |x: &Tensor| -> Result<Tensor> {
         let zeros = Tensor::zeros((b * l, d), x.dtype(), device)?;
         Ok(zeros
@@ -302,48 +297,54 @@ pub(crate) type RowsForward<'a, L> =
     &'a dyn Fn(&L, &Tensor, Option<&Tensor>, &Tensor) -> Result<Tensor>;
 
 /// [`run_encoder`] for heads that read only the first position (sequence classification on
-/// `[CLS]`, ViT's image classification): the last layer runs through `last` on position 0, so
-/// `last_hidden_state` is `[B, 1, D]`, with the values the full stack gives there. Its
-/// output projection and feed-forward then cost `B` rows instead of `B·L`. Runs the full
-/// stack when hidden states or attentions are asked for (they need every position).
+/// `[CLS]`, ViT's image classification): with `last`, the last layer runs through it on
+/// position 0, so `last_hidden_state` is `[B, 1, D]`, with the values the full stack gives
+/// there, and its output projection and feed-forward cost `B` rows instead of `B·L`. The full
+/// stack runs without `last`, or when hidden states or attentions are asked for (they need
+/// every position).
 pub(crate) fn run_encoder_first<L>(
     layers: &[L],
     h: Tensor,
     mask: Option<&Tensor>,
     options: &ForwardOptions,
     forward: impl Fn(&L, &Tensor, Option<&Tensor>, bool) -> Result<(Tensor, Option<Tensor>)>,
-    last: RowsForward<'_, L>,
+    last: Option<RowsForward<'_, L>>,
 ) -> Result<EncoderOutput> {
-    let first = Tensor::zeros(1, candle_core::DType::U32, h.device())?;
-    match run_rows(layers, h.clone(), mask, options, &forward, last, first)? {
-        Some(enc) => Ok(enc),
-        None => run_encoder(layers, h, mask, options, forward),
-    }
+    let last = match last {
+        Some(f) if keeps_rows(layers, options) => {
+            Some((f, Tensor::zeros(1, candle_core::DType::U32, h.device())?))
+        }
+        _ => None,
+    };
+    run_encoder_rows(layers, h, mask, options, forward, last)
 }
 
-/// Every layer but the last through `forward`, the last through `last` keeping `rows`; `None`
-/// when that is not possible (no layers, or hidden states or attentions asked for).
-fn run_rows<L>(
+/// Whether the last layer may keep only some rows: there is one, and neither hidden states
+/// nor attentions (which need every position) are asked for.
+fn keeps_rows<L>(layers: &[L], options: &ForwardOptions) -> bool {
+    !layers.is_empty() && !options.output_hidden_states && !options.output_attentions
+}
+
+/// [`run_encoder`], with `last` = `(forward, rows)`: the last layer through `forward`,
+/// keeping the positions `rows` (callers check [`keeps_rows`] first).
+fn run_encoder_rows<L>(
     layers: &[L],
     h: Tensor,
     mask: Option<&Tensor>,
     options: &ForwardOptions,
-    forward: &impl Fn(&L, &Tensor, Option<&Tensor>, bool) -> Result<(Tensor, Option<Tensor>)>,
-    last: RowsForward<'_, L>,
-    rows: Tensor,
-) -> Result<Option<EncoderOutput>> {
-    let Some((tail, body)) = layers.split_last() else {
-        return Ok(None);
-    };
-    if options.output_hidden_states || options.output_attentions {
-        return Ok(None);
+    forward: impl Fn(&L, &Tensor, Option<&Tensor>, bool) -> Result<(Tensor, Option<Tensor>)>,
+    last: Option<(RowsForward<'_, L>, Tensor)>,
+) -> Result<EncoderOutput> {
+    match (last, layers.split_last()) {
+        (Some((last, rows)), Some((tail, body))) => {
+            let enc = run_encoder(body, h, mask, options, forward)?;
+            Ok(EncoderOutput {
+                last_hidden_state: last(tail, &enc.last_hidden_state, mask, &rows)?,
+                ..enc
+            })
+        }
+        _ => run_encoder(layers, h, mask, options, forward),
     }
-    let enc = run_encoder(body, h, mask, options, forward)?;
-    Ok(Some(EncoderOutput {
-        last_hidden_state: last(tail, &enc.last_hidden_state, mask, &rows)?,
-        hidden_states: None,
-        attentions: None,
-    }))
 }
 
 /// Runs `layers` in order, collecting `hidden_states` and `attentions` as transformers does.

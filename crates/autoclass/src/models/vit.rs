@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::config::{parse_typed, Config, ModelConfig};
 use crate::error::{Error, Result};
 use crate::models::{
-    run_encoder, run_encoder_first, Batch, ForwardOptions, ModelOutput, TaskModel,
+    run_encoder_first, Batch, ForwardOptions, ModelOutput, RowsForward, TaskModel,
 };
 use crate::nn::{
     check_heads, Activation, Conv2d, Conv2dSpec, LayerNorm, Linear, MultiHeadAttention,
@@ -321,19 +321,8 @@ impl ViTModel {
         first_only: bool,
     ) -> Result<BodyOutput> {
         let h = self.embeddings.forward(batch.require("pixel_values")?)?;
-        let forward = ViTLayer::forward;
-        let enc = if first_only {
-            run_encoder_first(
-                &self.layers,
-                h,
-                None,
-                options,
-                forward,
-                &ViTLayer::forward_rows,
-            )?
-        } else {
-            run_encoder(&self.layers, h, None, options, forward)?
-        };
+        let last: Option<RowsForward<'_, ViTLayer>> = first_only.then_some(&ViTLayer::forward_rows);
+        let enc = run_encoder_first(&self.layers, h, None, options, ViTLayer::forward, last)?;
         let h = self.layernorm.forward(&enc.last_hidden_state)?;
         let pooler_output = match &self.pooler {
             Some((dense, act)) => {
