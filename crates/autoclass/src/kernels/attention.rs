@@ -2,10 +2,13 @@
 //! the scores, additive mask, softmax and value product, without materialising `[B, H, L, L]`
 //! tensors or transposed copies.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::elementwise::scaled_masked_softmax;
 use super::gemm::PackedLinear;
+use super::{filled_vec, zeroed};
 
 /// One sequence of a (possibly packed) batch: its first row and its length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,6 +222,7 @@ pub fn window_attention(
 }
 
 /// [`attention`] and [`window_attention`]: every (sequence, head) in parallel.
+#[allow(unsafe_code)]
 fn run(
     qkv: &[f32],
     s: AttentionShape,
@@ -240,56 +244,65 @@ fn run(
         next = q.start + q.len;
     }
     let hd = d / heads;
-    let mut out = vec![0f32; rows * d];
     let threads = rayon::current_num_threads().max(1);
-    if seqs.len() >= threads * 2 || seqs.len() >= 8 {
-        // Hand each sequence its own rows of the output.
-        let mut slices: Vec<(usize, Seq, &mut [f32])> = Vec::with_capacity(seqs.len());
-        let mut rest: &mut [f32] = &mut out;
-        let mut at = 0usize;
-        for (qi, q) in seqs.iter().enumerate() {
-            let (_, tail) = rest.split_at_mut((q.start - at) * d);
-            let (mine, tail) = tail.split_at_mut(q.len * d);
-            slices.push((qi, *q, mine));
-            rest = tail;
-            at = q.start + q.len;
-        }
-        let ok = slices.into_par_iter().all(|(qi, q, ob)| {
-            let mut ctx = vec![0f32; q.len * hd];
-            for h in 0..heads {
-                if head(qkv, s, q, qi, h, add, scale, &mut ctx).is_none() {
-                    return false;
+    let fill = |out: &mut [MaybeUninit<f32>]| -> bool {
+        if seqs.len() >= threads * 2 || seqs.len() >= 8 {
+            // Hand each sequence its own rows of the output (zeroed there, in cache); rows
+            // outside every sequence are zeros.
+            let mut slices: Vec<(usize, Seq, &mut [MaybeUninit<f32>])> =
+                Vec::with_capacity(seqs.len());
+            let mut rest: &mut [MaybeUninit<f32>] = out;
+            let mut at = 0usize;
+            for (qi, q) in seqs.iter().enumerate() {
+                let (gap, tail) = rest.split_at_mut((q.start - at) * d);
+                zeroed(gap);
+                let (mine, tail) = tail.split_at_mut(q.len * d);
+                slices.push((qi, *q, mine));
+                rest = tail;
+                at = q.start + q.len;
+            }
+            zeroed(rest);
+            slices.into_par_iter().all(|(qi, q, ob)| {
+                let ob = zeroed(ob);
+                let mut ctx = vec![0f32; q.len * hd];
+                for h in 0..heads {
+                    if head(qkv, s, q, qi, h, add, scale, &mut ctx).is_none() {
+                        return false;
+                    }
+                    for i in 0..q.len {
+                        ob[i * d + h * hd..i * d + (h + 1) * hd]
+                            .copy_from_slice(&ctx[i * hd..(i + 1) * hd]);
+                    }
                 }
+                true
+            })
+        } else {
+            let out = zeroed(out);
+            let parts: Option<Vec<(Seq, usize, Vec<f32>)>> = (0..seqs.len() * heads)
+                .into_par_iter()
+                .map(|t| {
+                    let (qi, h) = (t / heads, t % heads);
+                    let q = seqs[qi];
+                    let mut ctx = vec![0f32; q.len * hd];
+                    head(qkv, s, q, qi, h, add, scale, &mut ctx)?;
+                    Some((q, h, ctx))
+                })
+                .collect();
+            let Some(parts) = parts else {
+                return false;
+            };
+            for (q, h, ctx) in parts {
                 for i in 0..q.len {
-                    ob[i * d + h * hd..i * d + (h + 1) * hd]
-                        .copy_from_slice(&ctx[i * hd..(i + 1) * hd]);
+                    let o = (q.start + i) * d + h * hd;
+                    out[o..o + hd].copy_from_slice(&ctx[i * hd..(i + 1) * hd]);
                 }
             }
             true
-        });
-        if !ok {
-            return None;
         }
-    } else {
-        let parts: Option<Vec<(Seq, usize, Vec<f32>)>> = (0..seqs.len() * heads)
-            .into_par_iter()
-            .map(|t| {
-                let (qi, h) = (t / heads, t % heads);
-                let q = seqs[qi];
-                let mut ctx = vec![0f32; q.len * hd];
-                head(qkv, s, q, qi, h, add, scale, &mut ctx)?;
-                Some((q, h, ctx))
-            })
-            .collect();
-        let parts = parts?;
-        for (q, h, ctx) in parts {
-            for i in 0..q.len {
-                let o = (q.start + i) * d + h * hd;
-                out[o..o + hd].copy_from_slice(&ctx[i * hd..(i + 1) * hd]);
-            }
-        }
-    }
-    Some(out)
+    };
+    // SAFETY: `fill` zeroes every part of the output (the gaps, each sequence's rows, or all of
+    // it) before it writes or returns.
+    unsafe { filled_vec(rows * d, fill) }
 }
 
 #[cfg(test)]

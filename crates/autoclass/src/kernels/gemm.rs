@@ -13,7 +13,11 @@
 //! rounding (the parity tests run through this path).
 #![allow(unsafe_code)]
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::{as_uninit, assume_init, filled_vec};
 
 /// Columns per packed panel (two zmm registers).
 pub const NR: usize = 32;
@@ -187,15 +191,14 @@ impl PackedLinear {
         m: usize,
         y: &mut [f32],
     ) -> Option<()> {
-        if ldx < self.k || self.n == 0 || y.len() < m.checked_mul(self.n)? {
+        if ldx < self.k || self.n == 0 {
             return None;
         }
         self.check_rows(x, ldx, m)?;
-        if m > 0 {
-            let panels = self.n.div_ceil(NR);
-            self.region(x, ldx, m, 0, panels, y, self.n, Epilogue::None);
-        }
-        Some(())
+        let y = y.get_mut(..m.checked_mul(self.n)?)?;
+        let panels = self.n.div_ceil(NR);
+        let ok = m == 0 || self.region(x, ldx, m, 0, panels, as_uninit(y), self.n, Epilogue::None);
+        ok.then_some(())
     }
 
     /// Stacks packed layers with the same input size along the output dimension (e.g. Q, K
@@ -265,31 +268,34 @@ impl PackedLinear {
         }
         self.check_rows(x, ldx, m)?;
         let n = self.n;
-        let mut y = vec![0f32; m.checked_mul(n)?];
-        if m == 0 {
-            return Some(y);
-        }
         let threads = rayon::current_num_threads().max(1);
         let panels = n.div_ceil(NR);
         let flops = 2.0 * m as f64 * n as f64 * self.k as f64;
-        if threads == 1 || flops < 2e6 {
-            self.region(x, ldx, m, 0, panels, &mut y, n, epilogue);
-        } else if m >= threads * MR * 2 {
-            // Split by rows: each task owns a contiguous block of y.
-            let rows_per = m.div_ceil(threads).div_ceil(MR) * MR;
-            y.par_chunks_mut(rows_per * n)
-                .enumerate()
-                .for_each(|(i, yc)| {
-                    let rows = yc.len() / n;
-                    if let Some(xc) = x.get(i * rows_per * ldx..) {
-                        self.region(xc, ldx, rows, 0, panels, yc, n, epilogue);
-                    }
-                });
-        } else {
+        let fill = |y: &mut [MaybeUninit<f32>]| -> bool {
+            if m == 0 {
+                return true;
+            }
+            if threads == 1 || flops < 2e6 {
+                return self.region(x, ldx, m, 0, panels, y, n, epilogue);
+            }
+            if m >= threads * MR * 2 {
+                // Split by rows: each task owns a contiguous block of y.
+                let rows_per = m.div_ceil(threads).div_ceil(MR) * MR;
+                return y
+                    .par_chunks_mut(rows_per * n)
+                    .enumerate()
+                    .map(|(i, yc)| {
+                        let rows = yc.len() / n;
+                        x.get(i * rows_per * ldx..).is_some_and(|xc| {
+                            self.region(xc, ldx, rows, 0, panels, yc, n, epilogue)
+                        })
+                    })
+                    .reduce(|| true, |a, b| a && b);
+            }
             // Split by panels: each task fills a column block into its own buffer.
             let tasks = threads.min(panels);
             let per = panels.div_ceil(tasks);
-            let parts: Vec<(usize, usize, Vec<f32>)> = (0..tasks)
+            let parts: Vec<(usize, usize, Option<Vec<f32>>)> = (0..tasks)
                 .into_par_iter()
                 .filter_map(|t| {
                     let p0 = t * per;
@@ -299,19 +305,33 @@ impl PackedLinear {
                     }
                     let c0 = p0 * NR;
                     let c1 = (p1 * NR).min(n);
-                    let mut part = vec![0f32; m * (c1 - c0)];
-                    self.region(x, ldx, m, p0, p1, &mut part, c1 - c0, epilogue);
+                    let w = c1 - c0;
+                    // SAFETY: `region` returns true only after writing every float of its output.
+                    let part = unsafe {
+                        filled_vec(m * w, |o| self.region(x, ldx, m, p0, p1, o, w, epilogue))
+                    };
                     Some((c0, c1, part))
                 })
                 .collect();
+            let mut covered = 0;
             for (c0, c1, part) in parts {
+                let (Some(part), true) = (part, c0 == covered) else {
+                    return false;
+                };
                 let w = c1 - c0;
                 for (row, src) in part.chunks_exact(w).enumerate() {
-                    y[row * n + c0..row * n + c1].copy_from_slice(src);
+                    for (d, &v) in y[row * n + c0..row * n + c1].iter_mut().zip(src) {
+                        d.write(v);
+                    }
                 }
+                covered = c1;
             }
-        }
-        Some(y)
+            covered == n
+        };
+        // SAFETY: `fill` returns true only when every float of `y` was written: the row split's
+        // chunks cover all rows (each `region` call writes all of its rows and columns), and the
+        // panel split checks that its parts cover columns 0..n in order.
+        unsafe { filled_vec(m.checked_mul(n)?, fill) }
     }
 
     /// `Some` when the kernel can run (AVX-512) and `x` holds `m` rows of `k` floats at row
@@ -328,6 +348,9 @@ impl PackedLinear {
 
     /// Computes columns `p0·NR ..` of `y` for panels `p0..p1` and all `m` rows of `x` (row
     /// stride `ldx`), into `out` (`m` rows of `ldo` floats, column 0 = panel `p0`'s first).
+    /// Returns `true` once every one of those `m` rows × `min(p1·NR, n) − p0·NR` columns is
+    /// written (`out` need not be initialised), `false` (having written less) only when a
+    /// slice is shorter than the shapes say.
     ///
     /// Loop order: per row chunk and k block, the chunk's rows are packed once (L2-resident);
     /// then per column block (`NC_FLOATS` of weights, L2-resident) each `MR`-row tile of the
@@ -340,10 +363,10 @@ impl PackedLinear {
         m: usize,
         p0: usize,
         p1: usize,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         ldo: usize,
         epilogue: Epilogue,
-    ) {
+    ) -> bool {
         // Equal row chunks whose packed k block (at most MO_FLOATS floats) stays in L2; the
         // weights are streamed once per chunk.
         let mo = (MO_FLOATS / self.k.clamp(1, KC)).max(MR) / MR * MR;
@@ -353,11 +376,14 @@ impl PackedLinear {
         while r0 < m {
             let rows = per.min(m - r0);
             let (Some(xs), Some(os)) = (x.get(r0 * ldx..), out.get_mut(r0 * ldo..)) else {
-                return;
+                return false;
             };
-            self.region_rows(xs, ldx, rows, p0, p1, os, ldo, epilogue);
+            if !self.region_rows(xs, ldx, rows, p0, p1, os, ldo, epilogue) {
+                return false;
+            }
             r0 += rows;
         }
+        true
     }
 
     /// [`Self::region`] for one row chunk.
@@ -369,24 +395,24 @@ impl PackedLinear {
         m: usize,
         p0: usize,
         p1: usize,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         ldo: usize,
         epilogue: Epilogue,
-    ) {
+    ) -> bool {
         let need = m.div_ceil(MR) * MR * KC.min(self.k) + ALIGN;
         APACK.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut apack) => {
                 if apack.len() < need {
                     apack.resize(need, 0.0);
                 }
-                self.region_packed(x, ldx, m, p0, p1, out, ldo, epilogue, &mut apack);
+                self.region_packed(x, ldx, m, p0, p1, out, ldo, epilogue, &mut apack)
             }
             // Not reached (nothing below calls back in), but never panic over a buffer.
             Err(_) => {
                 let mut apack = vec![0f32; need];
-                self.region_packed(x, ldx, m, p0, p1, out, ldo, epilogue, &mut apack);
+                self.region_packed(x, ldx, m, p0, p1, out, ldo, epilogue, &mut apack)
             }
-        });
+        })
     }
 
     /// [`Self::region_rows`] with `apack` (at least `ceil(m / MR)·MR·min(k, KC) + ALIGN` floats)
@@ -399,17 +425,26 @@ impl PackedLinear {
         m: usize,
         p0: usize,
         p1: usize,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         ldo: usize,
         epilogue: Epilogue,
         apack: &mut [f32],
-    ) {
+    ) -> bool {
         let k = self.k;
         let packed = self.packed();
         let col0 = p0 * NR;
         let row_blocks = m.div_ceil(MR);
         let a_off = align_offset(apack);
         let mut tile = [0f32; MR * NR];
+        // Every output float is stored (with the bias) by the first k block's micro-kernel,
+        // then read back only by later k blocks (k > KC).
+        let fits = m == 0
+            || (out.len() >= (m - 1) * ldo + (p1 * NR).min(self.n) - col0
+                && x.len() >= (m - 1) * ldx + k
+                && packed.len() >= p1 * k * NR);
+        if !fits || apack.len() < a_off + row_blocks * MR * KC.min(k) {
+            return false;
+        }
         let mut k0 = 0;
         while k0 < k {
             let kc = KC.min(k - k0);
@@ -437,27 +472,42 @@ impl PackedLinear {
                             let start = row0 * ldo + oc;
                             let end = (row0 + MR - 1) * ldo + oc + NR;
                             let c = &mut out[start..end];
-                            micro(kc, a_blk, b, c, ldo, first, bias);
+                            if !micro(kc, a_blk, b, c, ldo, first, bias) {
+                                return false;
+                            }
                             if last && epilogue != Epilogue::None {
                                 for r in 0..MR {
-                                    apply(epilogue, &mut c[r * ldo..r * ldo + NR]);
+                                    // SAFETY: `micro` just stored these NR floats.
+                                    apply(epilogue, unsafe {
+                                        assume_init(&mut c[r * ldo..r * ldo + NR])
+                                    });
                                 }
                             }
                         } else {
                             // Edge tile: compute into a scratch tile, copy the valid part.
-                            for r in 0..rows {
-                                let at = (row0 + r) * ldo + oc;
-                                tile[r * NR..r * NR + cols].copy_from_slice(&out[at..at + cols]);
+                            if !first {
+                                for r in 0..rows {
+                                    let at = (row0 + r) * ldo + oc;
+                                    // SAFETY: the first k block stored these floats.
+                                    let src = unsafe { assume_init(&mut out[at..at + cols]) };
+                                    tile[r * NR..r * NR + cols].copy_from_slice(src);
+                                }
                             }
                             let mut full_bias = [0f32; NR];
                             full_bias[..cols].copy_from_slice(bias);
-                            micro(kc, a_blk, b, &mut tile, NR, first, &full_bias);
+                            let t = as_uninit(&mut tile);
+                            if !micro(kc, a_blk, b, t, NR, first, &full_bias) {
+                                return false;
+                            }
                             for r in 0..rows {
                                 let at = (row0 + r) * ldo + oc;
                                 let dst = &mut out[at..at + cols];
-                                dst.copy_from_slice(&tile[r * NR..r * NR + cols]);
+                                for (d, &v) in dst.iter_mut().zip(&tile[r * NR..r * NR + cols]) {
+                                    d.write(v);
+                                }
                                 if last && epilogue != Epilogue::None {
-                                    apply(epilogue, dst);
+                                    // SAFETY: every float of `dst` was just written.
+                                    apply(epilogue, unsafe { assume_init(dst) });
                                 }
                             }
                         }
@@ -467,6 +517,7 @@ impl PackedLinear {
             }
             k0 += kc;
         }
+        true
     }
 }
 
@@ -508,8 +559,17 @@ fn pack_a(x: &[f32], ldx: usize, m0: usize, mc: usize, k0: usize, kc: usize, a: 
 }
 
 /// One `MR × NR` tile: `c = (first ? bias : c) + a·b` over `kc` steps. `c` holds `MR` rows of
-/// `ldc` floats (the last row only needs `NR`).
-fn micro(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, first: bool, bias: &[f32]) {
+/// `ldc` floats (the last row only needs `NR`); with `first` it is only written, otherwise its
+/// tile must be initialised. Returns `false`, writing nothing, when a slice is too short.
+fn micro(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [MaybeUninit<f32>],
+    ldc: usize,
+    first: bool,
+    bias: &[f32],
+) -> bool {
     // Bounds for the raw-pointer kernel, checked once here.
     let ok = a.len() >= kc * MR
         && b.len() >= kc * NR
@@ -517,24 +577,28 @@ fn micro(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, first: bool
         && ldc >= NR
         && c.len() > (MR - 1) * ldc + NR - 1;
     if !ok {
-        return;
+        return false;
     }
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: `forward` only runs after `super::avx512()` detected AVX-512F at run time, and
-        // the lengths checked above cover every pointer offset the kernel forms.
+        // the lengths checked above cover every pointer offset the kernel forms. Without
+        // `first` it reads the tile, which the caller guarantees is initialised.
         unsafe {
             micro_avx512(
                 kc,
                 a.as_ptr(),
                 b.as_ptr(),
-                c.as_mut_ptr(),
+                c.as_mut_ptr().cast::<f32>(),
                 ldc,
                 first,
                 bias.as_ptr(),
             )
         }
+        true
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -639,6 +703,9 @@ mod tests {
             (97, 45, 385),
             (130, 100, 64),
             (300, 70, 30),
+            // Deeper than one k block (KC): later blocks add to the stored partial sums.
+            (50, 70, 4200),
+            (7, 100, 4500),
         ] {
             let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
             let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();

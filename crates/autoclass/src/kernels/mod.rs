@@ -15,6 +15,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod int8;
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use candle_core::{DType, Storage, Tensor};
@@ -32,6 +33,55 @@ pub fn avx512() -> bool {
         let detected = false;
         detected && !disabled
     })
+}
+
+/// A vector of `len` floats that `fill` writes in place, with no zeroing first: returns `None`
+/// when `len` floats cannot be allocated or `fill` returns `false`. Zeroing an output the
+/// kernels overwrite anyway was a serial `memset` before each parallel GEMM or LayerNorm,
+/// 4% of BERT's CPU time with the other core idle.
+///
+/// # Safety
+/// `fill` must return `true` only after writing every one of the `len` elements it is given.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn filled_vec(
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<f32>]) -> bool,
+) -> Option<Vec<f32>> {
+    let mut v = Vec::<f32>::new();
+    v.try_reserve_exact(len).ok()?;
+    if !fill(v.spare_capacity_mut().get_mut(..len)?) {
+        return None;
+    }
+    // SAFETY: the caller's contract: `fill` returned `true`, so all `len` floats are written.
+    unsafe { v.set_len(len) };
+    Some(v)
+}
+
+/// Views written floats as an output buffer for the kernels that take possibly-uninitialised
+/// ones.
+#[allow(unsafe_code)]
+pub(crate) fn as_uninit(xs: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernels only ever store
+    // initialised floats through the view, so `xs` stays initialised.
+    unsafe { &mut *(xs as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
+/// Views an output buffer's floats as initialised.
+///
+/// # Safety
+/// Every element of `xs` must have been written.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn assume_init(xs: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: same layout, and the caller guarantees every element is initialised.
+    unsafe { &mut *(xs as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// Zeroes a buffer and returns it as initialised floats.
+#[allow(unsafe_code)]
+pub(crate) fn zeroed(xs: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    xs.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element was just written.
+    unsafe { assume_init(xs) }
 }
 
 /// Runs `f` on the f32 values of `t` if it is a contiguous f32 CPU tensor; `None` otherwise.
