@@ -237,7 +237,7 @@ impl SwinEmbeddings {
         }
         let x = self.projection.forward(&x)?;
         let (b, d, hp, wp) = x.dims4()?;
-        let x = x.reshape((b, d, hp * wp))?.transpose(1, 2)?.contiguous()?;
+        let x = kernels::contiguous(&x.reshape((b, d, hp * wp))?.transpose(1, 2)?)?;
         Ok((self.norm.forward(&x)?, (hp, wp)))
     }
 }
@@ -630,11 +630,11 @@ impl PatchMerging {
         }
         let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
         // [B, H2, 2(h), W2, 2(w), C] → [B, H2, W2, 2(w), 2(h), C]: channel blocks (h,w) = (0,0), (1,0), (0,1), (1,1).
-        let x = x
-            .reshape((b, h2, 2, w2, 2, c))?
-            .permute((0, 1, 3, 4, 2, 5))?
-            .contiguous()?
-            .reshape((b, h2 * w2, 4 * c))?;
+        let x = kernels::contiguous(
+            &x.reshape((b, h2, 2, w2, 2, c))?
+                .permute((0, 1, 3, 4, 2, 5))?,
+        )?
+        .reshape((b, h2 * w2, 4 * c))?;
         self.reduction.forward(&self.norm.forward(&x)?)
     }
 }
@@ -712,9 +712,9 @@ impl SwinEncoder {
 /// `[B, H·W, C]` → `[B, C, H, W]`.
 fn to_spatial(x: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
     let (b, _, c) = x.dims3()?;
-    Ok(x.reshape((b, h, w, c))?
-        .permute((0, 3, 1, 2))?
-        .contiguous()?)
+    Ok(kernels::contiguous(
+        &x.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?,
+    )?)
 }
 
 /// `SwinModel`: embeddings, encoder, final LayerNorm and mean pooling.
@@ -859,10 +859,11 @@ impl TaskModel for SwinBackbone {
             let state = spatial
                 .get(*p)
                 .ok_or_else(|| Error::input("stage index out of range"))?;
-            let normed = norm
-                .forward(&state.permute((0, 2, 3, 1))?)?
-                .permute((0, 3, 1, 2))?
-                .contiguous()?;
+            let normed = kernels::contiguous(
+                &norm
+                    .forward(&state.permute((0, 2, 3, 1))?)?
+                    .permute((0, 3, 1, 2))?,
+            )?;
             maps.push(normed);
         }
         Ok(ModelOutput {

@@ -345,8 +345,8 @@ impl LayerNorm {
         if !kernels::avx512() || x.dims().last() != Some(&d) {
             return Ok(None);
         }
-        let xc = x.contiguous()?;
-        let rc = residual.map(Tensor::contiguous).transpose()?;
+        let xc = kernels::contiguous(x)?;
+        let rc = residual.map(kernels::contiguous).transpose()?;
         let Some((w, b, eps)) = self.params() else {
             return Ok(None);
         };
