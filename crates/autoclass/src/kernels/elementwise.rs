@@ -219,22 +219,35 @@ pub fn channel_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) -> Option<()>
         return None;
     }
     let t = (x.len() / c) as f64;
-    let mut mean = vec![0f64; c];
-    for row in x.chunks_exact(c) {
-        for (m, &v) in mean.iter_mut().zip(row) {
-            *m += v as f64;
-        }
-    }
-    for m in mean.iter_mut() {
-        *m /= t;
-    }
-    let mut var = vec![0f64; c];
-    for row in x.chunks_exact(c) {
-        for ((s, &v), &m) in var.iter_mut().zip(row).zip(&mean) {
-            let d = v as f64 - m;
-            *s += d * d;
-        }
-    }
+    // Column blocks in parallel; each column is still summed in row order (the same sums as
+    // one serial pass).
+    const COLS: usize = 64;
+    let x_ro: &[f32] = x;
+    let stats: Vec<(Vec<f64>, Vec<f64>)> = (0..c.div_ceil(COLS))
+        .into_par_iter()
+        .map(|blk| {
+            let (c0, c1) = (blk * COLS, ((blk + 1) * COLS).min(c));
+            let mut mean = vec![0f64; c1 - c0];
+            for row in x_ro.chunks_exact(c) {
+                for (m, &v) in mean.iter_mut().zip(&row[c0..c1]) {
+                    *m += v as f64;
+                }
+            }
+            for m in mean.iter_mut() {
+                *m /= t;
+            }
+            let mut var = vec![0f64; c1 - c0];
+            for row in x_ro.chunks_exact(c) {
+                for ((s, &v), &m) in var.iter_mut().zip(&row[c0..c1]).zip(&mean) {
+                    let d = v as f64 - m;
+                    *s += d * d;
+                }
+            }
+            (mean, var)
+        })
+        .collect();
+    let mean: Vec<f64> = stats.iter().flat_map(|(m, _)| m.iter().copied()).collect();
+    let var: Vec<f64> = stats.iter().flat_map(|(_, v)| v.iter().copied()).collect();
     let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
     let scale: Vec<f32> = var
         .iter()
