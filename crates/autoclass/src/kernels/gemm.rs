@@ -790,7 +790,8 @@ mod speed {
                 // One output buffer, reused: allocation and page faults are not the GEMM's.
                 let mut y = vec![0f32; m * n];
                 p.forward_serial_into(&x, k, m, &mut y).unwrap();
-                let reps = (2e10 / (2.0 * (m * n * k) as f64)).ceil() as usize;
+                // CPU time is tick-accounted here (~4 ms): 1e11 flops keep that under 1%.
+                let reps = (1e11 / (2.0 * (m * n * k) as f64)).ceil() as usize;
                 let t0 = thread_cpu_ns();
                 for _ in 0..reps {
                     p.forward_serial_into(&x, k, m, &mut y).unwrap();
