@@ -3,11 +3,7 @@
 //! second time with `target_feature` and picked at run time.
 #![allow(unsafe_code)]
 
-use std::mem::MaybeUninit;
-
 use rayon::prelude::*;
-
-use super::zeroed;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 
@@ -188,26 +184,18 @@ pub fn add_layer_norm(
     if d == 0 || b.len() != d || x.len() % d != 0 || residual.is_some_and(|r| r.len() != x.len()) {
         return None;
     }
-    let rows_per = (1usize << 14).div_ceil(d).max(1);
-    // Each chunk (64 KiB) is zeroed just before it is normalised, in cache: no serial memset of
-    // the whole output first.
-    let fill = |o: &mut [MaybeUninit<f32>]| -> bool {
-        if x.len() >= 1 << 16 {
-            o.par_chunks_mut(rows_per * d)
-                .enumerate()
-                .for_each(|(i, o)| {
-                    let start = i * rows_per * d;
-                    let xs = &x[start..start + o.len()];
-                    let rs = residual.map(|r| &r[start..start + o.len()]);
-                    layer_norm_rows(xs, rs, w, b, eps, zeroed(o));
-                });
-        } else {
-            layer_norm_rows(x, residual, w, b, eps, zeroed(o));
-        }
-        true
+    // 64 KiB chunks in parallel from 64K floats on, one chunk below.
+    let chunk = if x.len() >= 1 << 16 {
+        (1usize << 14).div_ceil(d) * d
+    } else {
+        x.len().max(d)
     };
-    // SAFETY: `fill` zeroes every chunk of the output (the chunks cover it) before returning.
-    unsafe { super::filled_vec(x.len(), fill) }
+    super::par_filled(x.len(), chunk, |i, o| {
+        let start = i * chunk;
+        let xs = &x[start..start + o.len()];
+        let rs = residual.map(|r| &r[start..start + o.len()]);
+        layer_norm_rows(xs, rs, w, b, eps, o);
+    })
 }
 
 /// `nn.GroupNorm` with one group per channel, in place on channels-last `x` `[T, C]`: each

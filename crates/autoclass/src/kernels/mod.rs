@@ -85,6 +85,31 @@ pub(crate) fn zeroed(xs: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { assume_init(xs) }
 }
 
+/// A vector of `len` floats filled in parallel: split into chunks of `chunk` floats (the last
+/// may be shorter), each zeroed inside its task, in cache, then handed to `fill` with its
+/// index. No serial `memset` of the whole output first (see [`filled_vec`]). `None` when `len`
+/// floats cannot be allocated or `chunk` is 0.
+pub(crate) fn par_filled(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Option<Vec<f32>> {
+    if chunk == 0 {
+        return None;
+    }
+    let fill_all = |out: &mut [MaybeUninit<f32>]| -> bool {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| fill(i, zeroed(c)));
+        true
+    };
+    // SAFETY: the chunks cover the output and `zeroed` writes every element of each.
+    #[allow(unsafe_code)]
+    unsafe {
+        filled_vec(len, fill_all)
+    }
+}
+
 /// `t.contiguous()`, with the copy of a strided f32 CPU tensor split across rayon's pool
 /// (candle copies on the calling thread: the permutes of Swin's feature maps and patch merging
 /// were 6% of its CPU time with the other core idle). Other tensors go to candle.
@@ -99,7 +124,6 @@ pub fn contiguous(t: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// The elements of the f32 CPU tensor `t` in row-major order; `None` for other tensors.
-#[allow(unsafe_code)]
 fn strided_copy(t: &Tensor) -> Option<Vec<f32>> {
     if t.dtype() != DType::F32 {
         return None;
@@ -113,58 +137,47 @@ fn strided_copy(t: &Tensor) -> Option<Vec<f32>> {
     let (&inner, outer_dims) = dims.split_last()?;
     let (&step, outer_strides) = strides.split_last()?;
     // The last element read must lie inside the storage.
-    let mut last = layout.start_offset();
+    let start = layout.start_offset();
+    let mut last = start;
     for (&d, &s) in dims.iter().zip(strides) {
         last = last.checked_add(d.checked_sub(1)?.checked_mul(s)?)?;
     }
     if last >= src.len() || inner == 0 {
         return None;
     }
-    let len = t.elem_count();
     let rows_per = ((1usize << 14) / inner).max(1);
-    let start = layout.start_offset();
-    let fill = |out: &mut [MaybeUninit<f32>]| -> bool {
-        out.par_chunks_mut(rows_per * inner)
-            .enumerate()
-            .for_each(|(chunk, dst)| {
-                // The chunk's first row as an index over the outer dimensions (row-major).
-                let mut idx = vec![0usize; outer_dims.len()];
-                let mut row = chunk * rows_per;
-                for (i, &d) in outer_dims.iter().enumerate().rev() {
-                    idx[i] = row % d;
-                    row /= d;
+    par_filled(t.elem_count(), rows_per * inner, |chunk, dst| {
+        // The chunk's first row as an index over the outer dimensions (row-major).
+        let mut idx = vec![0usize; outer_dims.len()];
+        let mut row = chunk * rows_per;
+        for (i, &d) in outer_dims.iter().enumerate().rev() {
+            idx[i] = row % d;
+            row /= d;
+        }
+        for out_row in dst.chunks_exact_mut(inner) {
+            let base = start
+                + idx
+                    .iter()
+                    .zip(outer_strides)
+                    .map(|(&i, &s)| i * s)
+                    .sum::<usize>();
+            if step == 1 {
+                out_row.copy_from_slice(&src[base..base + inner]);
+            } else {
+                for (j, o) in out_row.iter_mut().enumerate() {
+                    *o = src[base + j * step];
                 }
-                for out_row in dst.chunks_exact_mut(inner) {
-                    let base = start
-                        + idx
-                            .iter()
-                            .zip(outer_strides)
-                            .map(|(&i, &s)| i * s)
-                            .sum::<usize>();
-                    if step == 1 {
-                        for (o, &v) in out_row.iter_mut().zip(&src[base..base + inner]) {
-                            o.write(v);
-                        }
-                    } else {
-                        for (j, o) in out_row.iter_mut().enumerate() {
-                            o.write(src[base + j * step]);
-                        }
-                    }
-                    // Next row: odometer over the outer dimensions.
-                    for i in (0..idx.len()).rev() {
-                        idx[i] += 1;
-                        if idx[i] < outer_dims[i] {
-                            break;
-                        }
-                        idx[i] = 0;
-                    }
+            }
+            // Next row: odometer over the outer dimensions.
+            for i in (0..idx.len()).rev() {
+                idx[i] += 1;
+                if idx[i] < outer_dims[i] {
+                    break;
                 }
-            });
-        true
-    };
-    // SAFETY: the chunks cover the output, and each chunk's rows (`chunks_exact` of `inner`,
-    // which divides the chunk length) write every one of their elements.
-    unsafe { filled_vec(len, fill) }
+                idx[i] = 0;
+            }
+        }
+    })
 }
 
 /// Runs `f` on the f32 values of `t` if it is a contiguous f32 CPU tensor; `None` otherwise.

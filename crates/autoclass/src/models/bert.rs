@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use crate::config::{parse_typed, Config, ModelConfig};
 use crate::error::{Error, Result};
 use crate::models::{
-    check_input_ids, encoder_mask, run_encoder_first, run_encoder_padding_free, split_qa_logits,
-    Batch, ForwardOptions, ModelOutput, RowsForward, TaskModel,
+    check_input_ids, encoder_mask, run_text_encoder, split_qa_logits, Batch, ForwardOptions,
+    ModelOutput, RowsForward, TaskModel,
 };
 use crate::nn::{check_heads, Activation, Embedding, LayerNorm, Linear, MultiHeadAttention};
 use crate::registry::{unsupported_task, Architecture, Task};
@@ -288,7 +288,7 @@ impl BertModel {
     }
 
     /// The body's outputs; with `first_only` (a head that reads only `[CLS]`: the pooler),
-    /// `last_hidden_state` may hold only position 0 (see [`run_encoder_first`]).
+    /// `last_hidden_state` may hold only position 0 (see [`run_text_encoder`]).
     fn body(
         &self,
         batch: &Batch,
@@ -302,23 +302,15 @@ impl BertModel {
         let mask = encoder_mask(batch, input_ids, h.dtype())?;
         let rows: Option<RowsForward<'_, BertLayer>> =
             first_only.then_some(&BertLayer::forward_rows);
-        let packed = match (options.padding_free, batch.get("attention_mask")) {
-            (true, Some(am)) => {
-                run_encoder_padding_free(&self.layers, &h, am, options, BertLayer::forward, rows)?
-            }
-            _ => None,
-        };
-        let enc = match packed {
-            Some(enc) => enc,
-            None => run_encoder_first(
-                &self.layers,
-                h,
-                mask.as_ref(),
-                options,
-                BertLayer::forward,
-                rows,
-            )?,
-        };
+        let enc = run_text_encoder(
+            &self.layers,
+            h,
+            mask.as_ref(),
+            batch,
+            options,
+            BertLayer::forward,
+            rows,
+        )?;
         let h = enc.last_hidden_state;
         let pooler_output = match &self.pooler {
             Some(dense) => {

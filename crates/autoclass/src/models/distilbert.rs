@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use crate::config::{parse_typed, Config, ModelConfig};
 use crate::error::{Error, Result};
 use crate::models::{
-    check_input_ids, encoder_mask, run_encoder_first, run_encoder_padding_free, split_qa_logits,
-    Batch, ForwardOptions, ModelOutput, RowsForward, TaskModel,
+    check_input_ids, encoder_mask, run_text_encoder, split_qa_logits, Batch, ForwardOptions,
+    ModelOutput, RowsForward, TaskModel,
 };
 use crate::nn::{check_heads, Activation, Embedding, LayerNorm, Linear, MultiHeadAttention};
 use crate::registry::{unsupported_task, Architecture, Task};
@@ -204,7 +204,7 @@ impl DistilBertModel {
     }
 
     /// The body's outputs; with `first_only` (a head that reads only position 0),
-    /// `last_hidden_state` may hold only position 0 (see [`run_encoder_first`]).
+    /// `last_hidden_state` may hold only position 0 (see [`run_text_encoder`]).
     fn body(
         &self,
         batch: &Batch,
@@ -217,16 +217,15 @@ impl DistilBertModel {
         let rows: Option<RowsForward<'_, TransformerBlock>> =
             first_only.then_some(&TransformerBlock::forward_rows);
         let forward = TransformerBlock::forward;
-        let packed = match (options.padding_free, batch.get("attention_mask")) {
-            (true, Some(am)) => {
-                run_encoder_padding_free(&self.layers, &h, am, options, forward, rows)?
-            }
-            _ => None,
-        };
-        let enc = match packed {
-            Some(enc) => enc,
-            None => run_encoder_first(&self.layers, h, mask.as_ref(), options, forward, rows)?,
-        };
+        let enc = run_text_encoder(
+            &self.layers,
+            h,
+            mask.as_ref(),
+            batch,
+            options,
+            forward,
+            rows,
+        )?;
         let mut out = ModelOutput {
             hidden_states: enc.hidden_states,
             attentions: enc.attentions,

@@ -204,6 +204,26 @@ pub(crate) fn encoder_mask(
     }
 }
 
+/// A text encoder's stack: padding-free ([`run_encoder_padding_free`]) when `options` ask for
+/// it and the batch's `attention_mask` hides some positions, else [`run_encoder_first`] with the
+/// additive `mask`. `first` as in [`run_encoder_first`].
+pub(crate) fn run_text_encoder<L>(
+    layers: &[L],
+    h: Tensor,
+    mask: Option<&Tensor>,
+    batch: &Batch,
+    options: &ForwardOptions,
+    forward: impl Fn(&L, &Tensor, Option<&Tensor>, bool) -> Result<(Tensor, Option<Tensor>)>,
+    first: Option<RowsForward<'_, L>>,
+) -> Result<EncoderOutput> {
+    if let (true, Some(am)) = (options.padding_free, batch.get("attention_mask")) {
+        if let Some(enc) = run_encoder_padding_free(layers, &h, am, options, &forward, first)? {
+            return Ok(enc);
+        }
+    }
+    run_encoder_first(layers, h, mask, options, forward, first)
+}
+
 /// [`run_encoder`] on only the positions `attention_mask` keeps: they are packed into one
 /// sequence `[1, T, D]`, attention stays inside each text (the mask handed to the layers is the
 /// U32 cumulative lengths `[B + 1]` that [`crate::nn::MultiHeadAttention`] understands), and the
@@ -212,7 +232,7 @@ pub(crate) fn encoder_mask(
 ///
 /// With `first`, the stack runs as [`run_encoder_first`] does and `last_hidden_state` is each
 /// text's first position, `[B, 1, D]` (unless hidden states are asked for, or a text is empty).
-pub(crate) fn run_encoder_padding_free<L>(
+fn run_encoder_padding_free<L>(
     layers: &[L],
     h: &Tensor,
     attention_mask: &Tensor,

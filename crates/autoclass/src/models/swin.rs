@@ -8,7 +8,6 @@ use std::any::Any;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -509,6 +508,9 @@ impl SwinBlock {
     }
 }
 
+/// Rows per parallel task in [`WindowMap`]'s gather and scatter.
+const TASK_ROWS: usize = 256;
+
 /// Swin's padded, rolled window partition as a map of rows: entry `j` (window-major, then
 /// row-major inside the window, the order of transformers' `window_partition` on the grid
 /// padded to whole windows and rolled by `-shift`) is the row of the `[B·H·W]` input it holds,
@@ -563,16 +565,15 @@ impl WindowMap {
         if c == 0 || x.len() != self.inverse.len() * c {
             return None;
         }
-        let mut out = vec![0f32; self.rows.len() * c];
-        out.par_chunks_mut(c)
-            .zip(self.rows.par_iter())
-            .with_min_len(256)
-            .for_each(|(dst, row)| {
-                if let Some(src) = row.and_then(|i| x.get(i * c..(i + 1) * c)) {
+        // Zeros at padding.
+        let per = TASK_ROWS;
+        kernels::par_filled(self.rows.len() * c, per * c, |i, dst| {
+            for (dst, row) in dst.chunks_exact_mut(c).zip(&self.rows[i * per..]) {
+                if let Some(src) = row.and_then(|r| x.get(r * c..(r + 1) * c)) {
                     dst.copy_from_slice(src);
                 }
-            });
-        Some(out)
+            }
+        })
     }
 
     /// `shortcut + windows` put back in place: `[B·H·W, c]`. `None` on a size mismatch.
@@ -583,19 +584,20 @@ impl WindowMap {
         {
             return None;
         }
-        let mut out = vec![0f32; shortcut.len()];
-        out.par_chunks_mut(c)
-            .zip(shortcut.par_chunks(c))
-            .zip(self.inverse.par_iter())
-            .with_min_len(256)
-            .for_each(|((dst, short), &j)| {
+        let per = TASK_ROWS;
+        kernels::par_filled(shortcut.len(), per * c, |i, dst| {
+            let rows = dst
+                .chunks_exact_mut(c)
+                .zip(shortcut[i * per * c..].chunks(c))
+                .zip(&self.inverse[i * per..]);
+            for ((dst, short), &j) in rows {
                 if let Some(win) = windows.get(j * c..(j + 1) * c) {
                     for ((d, a), b) in dst.iter_mut().zip(short).zip(win) {
                         *d = a + b;
                     }
                 }
-            });
-        Some(out)
+            }
+        })
     }
 }
 

@@ -162,7 +162,7 @@ impl Linear {
             }
             let gelu = act == Some(Activation::Gelu);
             let dtype = x.dtype();
-            let xf = x.to_dtype(DType::F32)?.contiguous()?;
+            let xf = kernels::contiguous(&x.to_dtype(DType::F32)?)?;
             let y = kernels::with_f32(&xf, |data| fast.forward(data, rows, gelu))
                 .flatten()
                 .ok_or_else(|| {
@@ -455,7 +455,7 @@ impl Activation {
     /// Applies the activation.
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
         if self == Activation::Gelu && kernels::avx512() {
-            let xc = x.contiguous()?;
+            let xc = kernels::contiguous(x)?;
             if let Some(mut y) = kernels::with_f32(&xc, |d| d.to_vec()) {
                 kernels::elementwise::gelu_erf_par(&mut y);
                 return Ok(Tensor::from_vec(y, x.dims(), x.device())?);
@@ -619,7 +619,7 @@ fn fused_attention(
         None => None,
     };
     let shape = AttentionShape { dim: d, heads };
-    let qkv = qkv.contiguous()?;
+    let qkv = kernels::contiguous(qkv)?;
     let ctx = kernels::with_f32(&qkv, |data| {
         kernels::attention::attention(data, shape, &seqs, mask.as_deref(), scale as f32)
     })
@@ -878,7 +878,7 @@ impl Conv1d {
             return Ok(None);
         }
         let (b, c, l) = x.dims3()?;
-        let xt = x.transpose(1, 2)?.contiguous()?;
+        let xt = kernels::contiguous(&x.transpose(1, 2)?)?;
         let out = kernels::with_f32(&xt, |xd| -> Option<(Vec<f32>, usize)> {
             let mut out = Vec::new();
             let mut t_out = 0;
