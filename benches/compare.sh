@@ -10,7 +10,8 @@
 #
 # Environment: ITERS (timed iterations per run, default 5), WARMUP (default 1), THREADS (default:
 # all cores, passed to both sides), WORKLOADS (default "W1 W2 W3 W4 W5 W6 W7 W8 W9"),
-# BIN (default target/release/autoclass), PY (default /work/refvenv/bin/python), DTYPE (f32).
+# BIN (default target/release/autoclass), PY (default /work/refvenv/bin/python), DTYPE (f32),
+# HUGE_PAGES (default 1: autoclass gets --huge-pages except in W8).
 set -euo pipefail
 
 OUTDIR=${1:?usage: benches/compare.sh OUTDIR [ROUNDS]}
@@ -54,8 +55,13 @@ throughput() {
     tail -n 1 | awk '$1=="throughput:" {print $2}'
   fi
 }
-# Our extra flags per workload: W4 runs padding-free (transformers pads to the longest).
-extra_a() { case $1 in W4) echo "--padding-free" ;; esac; }
+# Our extra flags per workload: W4 runs padding-free (transformers pads to the longest). The
+# throughput workloads and W9 (W1's memory) run with --huge-pages, the setting for long runs,
+# unless HUGE_PAGES=0; W8 (start-up) runs `autoclass run` as it is, huge pages off.
+# transformers keeps its default: its own switch (THP_MEM_ALLOC_ENABLE=1) made W4 slower.
+HUGE_PAGES=${HUGE_PAGES:-1}
+huge() { [ "$HUGE_PAGES" = 1 ] && echo "--huge-pages"; true; }
+extra_a() { case $1 in W4) echo "--padding-free" ;; esac; huge; }
 now() { date +%s.%N; }
 
 run_a() { # shellcheck disable=SC2046
@@ -77,7 +83,7 @@ for w in $WORKLOADS; do
         b=$(echo "$t1 - $t0" | bc -l)
         ratio=$(echo "$b / $a" | bc -l); unit="s" ;;
       W9) # peak RSS of W1 (one timed iteration)
-        a=$(/usr/bin/time -f %M "$BIN" bench $(args_of W1) --iters 1 --warmup 0 --threads "$THREADS" 2>&1 >/dev/null | tail -n 1)
+        a=$(/usr/bin/time -f %M "$BIN" bench $(args_of W1) $(huge) --iters 1 --warmup 0 --threads "$THREADS" 2>&1 >/dev/null | tail -n 1)
         b=$(/usr/bin/time -f %M "$PY" "$REF" $(args_of W1) --iters 1 --warmup 0 --threads "$THREADS" 2>&1 >/dev/null | tail -n 1)
         ratio=$(echo "$b / $a" | bc -l); unit="KiB" ;;
       *)

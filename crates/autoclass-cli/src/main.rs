@@ -28,6 +28,12 @@ use clap::{Args, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Let the allocator use transparent huge pages (where the system's THP mode is `madvise`
+    /// or `always`). For long runs: fewer TLB misses made forward passes steadier and up to 20%
+    /// faster on a busy VM, but faulting in fresh 2 MiB pages made start-up 2-3x slower after
+    /// another big process had exited. Off by default.
+    #[arg(long, global = true)]
+    huge_pages: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -329,9 +335,9 @@ struct InspectArgs {
 /// The process allocator. A forward pass frees and allocates activations of many MB per layer;
 /// glibc's malloc returns such blocks to the kernel and takes page faults (and zeroing) to get
 /// them back, mimalloc keeps them for reuse. Measured with `benches/compare.sh` (issue 7):
-/// +8–25% throughput on BERT, ViT, Swin and wav2vec2, peak RSS of W1 325 → 400 MB. Built
-/// without transparent huge pages (libmimalloc-sys's `no_thp`: see the workspace Cargo.toml).
-/// Programs using the library choose their own allocator the same way.
+/// +8–25% throughput on BERT, ViT, Swin and wav2vec2, peak RSS of W1 325 → 400 MB. mimalloc
+/// asks for transparent huge pages on its memory; [`keep_small_pages`] turns them off unless
+/// `--huge-pages` is given. Programs using the library choose their own allocator the same way.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -351,6 +357,23 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+/// Turns transparent huge pages off for this process (`prctl(PR_SET_THP_DISABLE)`) when the
+/// system grants them only on request (THP mode `madvise`), so that only mimalloc's request
+/// would have brought them: the process then runs on 4 KiB pages, as before mimalloc asked.
+/// Where the mode is `always` the system's choice stands, as for any program.
+#[allow(unsafe_code)]
+fn keep_small_pages() {
+    #[cfg(target_os = "linux")]
+    {
+        let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+        if mode.is_ok_and(|m| m.contains("[madvise]")) {
+            // SAFETY: PR_SET_THP_DISABLE takes integer arguments and only sets a flag on this
+            // process's memory descriptor; no memory is read or written through them.
+            unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        }
+    }
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
     autoclass::log_warnings_to_stderr();
@@ -365,6 +388,9 @@ fn main() -> ExitCode {
         eprintln!("error: internal failure: {}", msg.replace('\n', " "));
     }));
     let cli = Cli::parse();
+    if !cli.huge_pages {
+        keep_small_pages();
+    }
     let result = match cli.command {
         Command::Tokenize(args) => tokenize(args),
         Command::Run(args) => run(args),
