@@ -76,10 +76,12 @@ fn tokenize_batches_are_nested() {
 /// `run --save` writes transformers' names, ints as i64 and floats as f32, with the reference values.
 #[test]
 fn run_save_matches_the_reference() {
-    // Plain, padding-free (same logits: only padding is skipped) and int8 (close, not equal).
+    // Plain, padding-free (same logits: only padding is skipped), with huge pages (only the
+    // memory's page size changes) and int8 (close, not equal).
     for (extra, tol) in [
         (&[][..], 1e-4f32),
         (&["--padding-free"][..], 1e-4),
+        (&["--huge-pages"][..], 1e-4),
         (&["--dtype", "int8"][..], 2e-2),
     ] {
         run_save_with(extra, tol);
