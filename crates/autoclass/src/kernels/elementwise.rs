@@ -87,6 +87,16 @@ pub fn gelu_erf_inplace(xs: &mut [f32]) {
     gelu_generic(xs)
 }
 
+/// Exact GELU of `xs` into a new vector, copied and computed chunk by chunk in parallel (no
+/// serial copy of the whole input first). `None` if the output cannot be allocated.
+pub fn gelu_erf(xs: &[f32]) -> Option<Vec<f32>> {
+    const CHUNK: usize = 1 << 14;
+    super::par_filled(xs.len(), CHUNK, |i, o| {
+        o.copy_from_slice(&xs[i * CHUNK..i * CHUNK + o.len()]);
+        gelu_erf_inplace(o);
+    })
+}
+
 /// Exact GELU over a whole buffer, in parallel for large ones.
 pub fn gelu_erf_par(xs: &mut [f32]) {
     if xs.len() >= 1 << 16 {
@@ -207,41 +217,43 @@ pub fn channel_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) -> Option<()>
         return None;
     }
     let t = (x.len() / c) as f64;
-    // Column blocks in parallel; each column is still summed in row order (the same sums as
-    // one serial pass).
+    // Column blocks in parallel, each writing its columns' mean and scale; each column is still
+    // summed in row order (the same sums as one serial pass).
     const COLS: usize = 64;
-    let x_ro: &[f32] = x;
-    let stats: Vec<(Vec<f64>, Vec<f64>)> = (0..c.div_ceil(COLS))
-        .into_par_iter()
-        .map(|blk| {
-            let (c0, c1) = (blk * COLS, ((blk + 1) * COLS).min(c));
-            let mut mean = vec![0f64; c1 - c0];
-            for row in x_ro.chunks_exact(c) {
-                for (m, &v) in mean.iter_mut().zip(&row[c0..c1]) {
-                    *m += v as f64;
+    let xs: &[f32] = x;
+    let mut mean = vec![0f32; c];
+    let mut scale = vec![0f32; c];
+    mean.par_chunks_mut(COLS)
+        .zip(scale.par_chunks_mut(COLS))
+        .enumerate()
+        .for_each(|(blk, (mean, scale))| {
+            let c0 = blk * COLS;
+            let cols = c0..c0 + mean.len();
+            let mut sum = vec![0f64; cols.len()];
+            for row in xs.chunks_exact(c) {
+                for (s, &v) in sum.iter_mut().zip(&row[cols.clone()]) {
+                    *s += v as f64;
                 }
             }
-            for m in mean.iter_mut() {
-                *m /= t;
-            }
-            let mut var = vec![0f64; c1 - c0];
-            for row in x_ro.chunks_exact(c) {
-                for ((s, &v), &m) in var.iter_mut().zip(&row[c0..c1]).zip(&mean) {
+            let mu: Vec<f64> = sum.iter().map(|&s| s / t).collect();
+            let mut var = vec![0f64; cols.len()];
+            for row in xs.chunks_exact(c) {
+                for ((s, &v), &m) in var.iter_mut().zip(&row[cols.clone()]).zip(&mu) {
                     let d = v as f64 - m;
                     *s += d * d;
                 }
             }
-            (mean, var)
-        })
-        .collect();
-    let mean: Vec<f64> = stats.iter().flat_map(|(m, _)| m.iter().copied()).collect();
-    let var: Vec<f64> = stats.iter().flat_map(|(_, v)| v.iter().copied()).collect();
-    let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-    let scale: Vec<f32> = var
-        .iter()
-        .zip(w)
-        .map(|(&v, &wv)| wv / ((v / t) as f32 + eps).sqrt())
-        .collect();
+            for ((((m, sc), &mu), &v), &wv) in mean
+                .iter_mut()
+                .zip(scale.iter_mut())
+                .zip(&mu)
+                .zip(&var)
+                .zip(&w[cols])
+            {
+                *m = mu as f32;
+                *sc = wv / ((v / t) as f32 + eps).sqrt();
+            }
+        });
     x.par_chunks_mut(c * 64).for_each(|rows| {
         for row in rows.chunks_exact_mut(c) {
             for (((v, &m), &s), &bv) in row.iter_mut().zip(&mean).zip(&scale).zip(b) {
@@ -496,6 +508,17 @@ mod tests {
             }
         }
         sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    /// The chunked copy-and-GELU gives the in-place GELU of every element, across chunk
+    /// boundaries and a short last chunk.
+    #[test]
+    fn gelu_into_new_vector_matches_in_place() {
+        let xs: Vec<f32> = (0..40_000).map(|i| (i % 997) as f32 / 83.0 - 6.0).collect();
+        let mut want = xs.clone();
+        gelu_generic(&mut want);
+        assert_eq!(gelu_erf(&xs).unwrap(), want);
+        assert_eq!(gelu_erf(&[]).unwrap(), Vec::<f32>::new());
     }
 
     #[test]

@@ -456,8 +456,7 @@ impl Activation {
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
         if self == Activation::Gelu && kernels::avx512() {
             let xc = kernels::contiguous(x)?;
-            if let Some(mut y) = kernels::with_f32(&xc, |d| d.to_vec()) {
-                kernels::elementwise::gelu_erf_par(&mut y);
+            if let Some(y) = kernels::with_f32(&xc, kernels::elementwise::gelu_erf).flatten() {
                 return Ok(Tensor::from_vec(y, x.dims(), x.device())?);
             }
         }
