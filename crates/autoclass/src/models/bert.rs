@@ -327,7 +327,7 @@ impl BertModel {
         })
     }
 
-    fn word_embeddings(&self) -> &Tensor {
+    fn word_embeddings(&self) -> Result<&Tensor> {
         self.embeddings.word_embeddings.weight()
     }
 }
@@ -414,7 +414,7 @@ impl BertWithHead {
                     decoder_vb.get_or_tied(
                         &[cfg.vocab_size, d],
                         "weight",
-                        bert.word_embeddings(),
+                        bert.word_embeddings()?,
                     )?
                 } else {
                     decoder_vb.get(

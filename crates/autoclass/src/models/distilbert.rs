@@ -302,7 +302,7 @@ impl DistilBertWithHead {
             }
             Task::MaskedLm => {
                 let proj = vb.pp("vocab_projector");
-                let words = distilbert.embeddings.word_embeddings.weight();
+                let words = distilbert.embeddings.word_embeddings.weight()?;
                 let weight = if config.tie_word_embeddings {
                     proj.get_or_tied(&[cfg.vocab_size, d], "weight", words)?
                 } else {

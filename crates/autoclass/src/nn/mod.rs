@@ -1,7 +1,7 @@
 //! Shared layers: linear, layer norm, embeddings, activations and multi-head attention.
 //! Model files call these; they do not copy them.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Tensor, D};
 use serde::Deserialize;
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::kernels::attention::{AttentionShape, Seq};
 use crate::kernels::{self, amx::AmxLinear, gemm::Epilogue, gemm::PackedLinear, int8::QuantLinear};
-use crate::weights::{Init, VarBuilder};
+use crate::weights::{Init, LazyTable, VarBuilder};
 
 /// `nn.Linear`: `y = x Wᵀ + b`, with `W` stored `[out, in]`.
 ///
@@ -383,9 +383,15 @@ impl LayerNorm {
 }
 
 /// `nn.Embedding`: a lookup table with a bounds check that names the table.
+///
+/// A float32 table in a safetensors checkpoint stays in the file ([`LazyTable`]): a lookup
+/// copies only the rows it needs, so start-up does no work proportional to the vocabulary and
+/// unused rows take no memory. [`Self::weight`] reads the whole table the first time it is
+/// asked for (a tied decoder).
 #[derive(Clone, Debug)]
 pub struct Embedding {
-    weight: Tensor,
+    weight: OnceLock<Tensor>,
+    lazy: Option<LazyTable>,
     name: &'static str,
 }
 
@@ -398,20 +404,39 @@ impl Embedding {
         init_std: f64,
         name: &'static str,
     ) -> Result<Self> {
+        if let Some(lazy) = vb.get_lazy_table(count, dim, "weight") {
+            return Ok(Embedding {
+                weight: OnceLock::new(),
+                lazy: Some(lazy),
+                name,
+            });
+        }
+        let weight = OnceLock::new();
+        let _ = weight.set(vb.get(&[count, dim], "weight", Init::Normal(init_std))?);
         Ok(Embedding {
-            weight: vb.get(&[count, dim], "weight", Init::Normal(init_std))?,
+            weight,
+            lazy: None,
             name,
         })
     }
 
-    /// The table `[count, dim]`.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+    /// The table `[count, dim]` (read from the checkpoint now if it was left there).
+    pub fn weight(&self) -> Result<&Tensor> {
+        if let (None, Some(lazy)) = (self.weight.get(), &self.lazy) {
+            let _ = self.weight.set(lazy.load()?);
+        }
+        self.weight
+            .get()
+            .ok_or_else(|| Error::input(format!("{} has no weight", self.name)))
     }
 
     /// Looks up integer `ids` of any shape; out-of-range ids are an error, not a panic.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let count = self.weight.dim(0)?;
+        let (count, dim, lazy) = match (self.weight.get(), &self.lazy) {
+            (Some(w), _) => (w.dim(0)?, w.dim(1)?, None),
+            (None, Some(lazy)) => (lazy.rows(), lazy.cols(), Some(lazy)),
+            (None, None) => return Err(Error::input(format!("{} has no weight", self.name))),
+        };
         let flat = ids.flatten_all()?.to_dtype(DType::I64)?;
         let values = flat.to_vec1::<i64>()?;
         if let Some(bad) = values.iter().find(|&&v| v < 0 || v as usize >= count) {
@@ -420,10 +445,18 @@ impl Embedding {
                 self.name
             )));
         }
-        let flat = flat.to_dtype(DType::U32)?;
-        let out = self.weight.index_select(&flat, 0)?;
         let mut dims = ids.dims().to_vec();
-        dims.push(self.weight.dim(1)?);
+        dims.push(dim);
+        let out = match (self.weight.get(), lazy) {
+            (None, Some(lazy)) => {
+                let rows: Vec<usize> = values.iter().map(|&v| v as usize).collect();
+                lazy.gather(&rows)?
+            }
+            _ => {
+                let w = self.weight()?;
+                w.index_select(&flat.to_dtype(DType::U32)?, 0)?
+            }
+        };
         Ok(out.reshape(dims)?)
     }
 }

@@ -406,6 +406,61 @@ const MAX_NEW_TENSORS: usize = 10_000;
 /// At most this many values (1 GiB of f32) may be newly initialised.
 const MAX_NEW_ELEMENTS: usize = 1 << 28;
 
+/// A `[rows, cols]` float32 table left in its safetensors file: [`Self::gather`] copies the
+/// rows a lookup needs out of the mapping, so loading does no work proportional to its size
+/// (a vocabulary's word embeddings) and untouched rows take no memory.
+#[derive(Clone)]
+pub struct LazyTable {
+    state: Arc<LoadState>,
+    key: String,
+    rows: usize,
+    cols: usize,
+}
+
+impl std::fmt::Debug for LazyTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyTable")
+            .field("key", &self.key)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish()
+    }
+}
+
+impl LazyTable {
+    /// Rows in the table.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Rows `ids` as a `[ids.len(), cols]` tensor; an id past the last row is an error.
+    pub fn gather(&self, ids: &[usize]) -> Result<Tensor> {
+        let WeightStore::Safetensors(store) = &self.state.store else {
+            return Err(Error::MissingTensor {
+                name: self.key.clone(),
+            });
+        };
+        let values = store.gather_f32_rows(&self.key, ids)?;
+        Ok(Tensor::from_vec(
+            values,
+            (ids.len(), self.cols),
+            &self.state.device,
+        )?)
+    }
+
+    /// The whole table as a tensor (read now).
+    pub fn load(&self) -> Result<Tensor> {
+        self.state
+            .store
+            .load(&self.key, self.state.dtype, &self.state.device)
+    }
+}
+
 /// Reaches weights by name, like candle's `VarBuilder` (`vb.pp("encoder")`), with transformers'
 /// name mapping and a record of what was used and what was missing.
 #[derive(Clone)]
@@ -553,6 +608,31 @@ impl VarBuilder {
                 self.init(&full, shape, init)
             }
         }
+    }
+
+    /// Parameter `name` as a [`LazyTable`] of `rows × cols` when its rows can be read from the
+    /// checkpoint on demand: a 2-d float32 tensor of exactly that shape in a safetensors file,
+    /// loaded as float32 on the CPU. `None` otherwise (missing, another shape, format or dtype):
+    /// the caller loads it with [`Self::get`], which reports what is wrong.
+    pub fn get_lazy_table(&self, rows: usize, cols: usize, name: &str) -> Option<LazyTable> {
+        let full = self.full_name(name);
+        let key = self.find(&full)?;
+        let WeightStore::Safetensors(store) = &self.state.store else {
+            return None;
+        };
+        let fits = self.state.dtype == DType::F32
+            && self.state.device.is_cpu()
+            && store.f32_table(&key) == Some((rows, cols));
+        if !fits {
+            return None;
+        }
+        self.mark_used(&key);
+        Some(LazyTable {
+            state: self.state.clone(),
+            key,
+            rows,
+            cols,
+        })
     }
 
     /// Loads parameter `name`, or uses `tied` (e.g. the word embeddings for an MLM decoder) when
@@ -703,6 +783,91 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Row `i` of the test table: `[10i, 10i + 1, 10i + 2] + 0.5`.
+    fn row(i: usize) -> Vec<f32> {
+        (0..3).map(|j| (10 * i + j) as f32 + 0.5).collect()
+    }
+
+    #[test]
+    fn lazy_tables_read_only_the_rows_a_lookup_needs() -> Result<()> {
+        let table: Vec<u8> = (0..5).flat_map(row).flat_map(f32::to_le_bytes).collect();
+        let half = [0u8; 8];
+        let path = std::env::temp_dir().join(format!(
+            "autoclass-lazy-table-{}.safetensors",
+            std::process::id()
+        ));
+        fn view(
+            dtype: ::safetensors::Dtype,
+            shape: Vec<usize>,
+            data: &[u8],
+        ) -> Result<::safetensors::tensor::TensorView<'_>> {
+            ::safetensors::tensor::TensorView::new(dtype, shape, data)
+                .map_err(|e| Error::input(format!("test tensor: {e}")))
+        }
+        ::safetensors::serialize_to_file(
+            [
+                (
+                    "emb.weight",
+                    view(::safetensors::Dtype::F32, vec![5, 3], &table)?,
+                ),
+                (
+                    "half.weight",
+                    view(::safetensors::Dtype::BF16, vec![2, 2], &half)?,
+                ),
+            ],
+            None,
+            &path,
+        )
+        .map_err(|e| Error::input(format!("test file: {e}")))?;
+        let (store, store16) = (SafetensorsStore::open(&path), SafetensorsStore::open(&path));
+        let _ = std::fs::remove_file(&path);
+        let vb = VarBuilder::new(store?, DType::F32, Device::Cpu, "bert");
+
+        let lazy = vb
+            .pp("emb")
+            .get_lazy_table(5, 3, "weight")
+            .ok_or_else(|| Error::input("a 5×3 f32 table should stay lazy"))?;
+        let got = lazy.gather(&[4, 0, 4])?.to_vec2::<f32>()?;
+        assert_eq!(got, vec![row(4), row(0), row(4)]);
+        assert_eq!(
+            lazy.load()?.to_vec2::<f32>()?,
+            (0..5).map(row).collect::<Vec<_>>()
+        );
+        let err = lazy
+            .gather(&[1, 5])
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("row 5") && e.contains("autoclass-lazy-table")),
+            "{err:?}"
+        );
+        // Another shape, another dtype or a non-f32 load stays eager (and `get` reports it).
+        assert!(vb.pp("emb").get_lazy_table(5, 4, "weight").is_none());
+        assert!(vb.pp("emb").get_lazy_table(3, 5, "weight").is_none());
+        assert!(vb.pp("half").get_lazy_table(2, 2, "weight").is_none());
+        assert!(vb.pp("missing").get_lazy_table(2, 2, "weight").is_none());
+        let vb16 = VarBuilder::new(store16?, DType::F16, Device::Cpu, "bert");
+        assert!(vb16.pp("emb").contains("weight"));
+        assert!(vb16.pp("emb").get_lazy_table(5, 3, "weight").is_none());
+
+        // The embedding looks up through the table, as the eager one does.
+        let emb = crate::nn::Embedding::load(&vb.pp("emb"), 5, 3, 0.02, "emb")?;
+        let ids = Tensor::new(&[[4u32, 0], [2, 2]], &Device::Cpu)?;
+        let got = emb.forward(&ids)?.to_vec3::<f32>()?;
+        assert_eq!(got, vec![vec![row(4), row(0)], vec![row(2), row(2)]]);
+        assert!(emb.forward(&Tensor::new(&[5u32], &Device::Cpu)?).is_err());
+        assert_eq!(
+            emb.weight()?.to_vec2::<f32>()?,
+            (0..5).map(row).collect::<Vec<_>>()
+        );
+        assert_eq!(emb.forward(&ids)?.to_vec3::<f32>()?, got);
+        // The lazily read table counts as used.
+        assert!(vb.report().unexpected == vec!["half.weight".to_string()]);
+        Ok(())
+    }
 
     #[test]
     fn seeded_init_is_reproducible_and_normal() {

@@ -213,6 +213,85 @@ impl SafetensorsStore {
         })
     }
 
+    /// The `[rows, cols]` shape of `name` when it is a 2-d f32 tensor whose bytes match its
+    /// shape, so that [`Self::gather_f32_rows`] can read rows of it; `None` otherwise.
+    pub fn f32_table(&self, name: &str) -> Option<(usize, usize)> {
+        let file = &self.files[*self.index.get(name)?];
+        let info = file.info(name)?;
+        let (&[rows, cols], safetensors::Dtype::F32) = (info.shape.as_slice(), info.dtype) else {
+            return None;
+        };
+        let (start, end) = info.data_offsets;
+        let bytes = rows.checked_mul(cols)?.checked_mul(4)?;
+        (end.checked_sub(start) == Some(bytes)
+            && file.data_start.checked_add(end)? <= file.mmap.len())
+        .then_some((rows, cols))
+    }
+
+    /// Rows `ids` of the 2-d f32 tensor `name` (see [`Self::f32_table`]), concatenated: one
+    /// positional read per distinct id, so only those rows are read, and a file truncated since
+    /// it was opened gives an I/O error rather than a fault in the mapping. An id past the last
+    /// row is an error naming the file.
+    pub fn gather_f32_rows(&self, name: &str, ids: &[usize]) -> Result<Vec<f32>> {
+        let &i = self.index.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+        })?;
+        let file = &self.files[i];
+        let invalid = |reason: String| Error::InvalidWeights {
+            path: file.path.clone(),
+            reason,
+        };
+        let (rows, cols) = self
+            .f32_table(name)
+            .ok_or_else(|| invalid(format!("tensor `{name}` is not a 2-d float32 table")))?;
+        let info = file
+            .info(name)
+            .ok_or_else(|| invalid(format!("tensor `{name}` vanished from the header")))?;
+        let start = file.data_start + info.data_offsets.0;
+        let mut out = vec![0f32; ids.len().saturating_mul(cols)];
+        let mut first = std::collections::HashMap::new();
+        for (at, &id) in ids.iter().enumerate() {
+            if id >= rows {
+                return Err(invalid(format!(
+                    "row {id} of tensor `{name}` is past its {rows} rows"
+                )));
+            }
+            let dst = at * cols..(at + 1) * cols;
+            if let Some(&seen) = first.get(&id) {
+                out.copy_within(seen * cols..(seen + 1) * cols, dst.start);
+                continue;
+            }
+            first.insert(id, at);
+            let offset = start + id * cols * 4;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::FileExt;
+                file.file
+                    .read_exact_at(
+                        bytemuck::cast_slice_mut(&mut out[dst.clone()]),
+                        offset as u64,
+                    )
+                    .map_err(|e| Error::io(&file.path, e))?;
+                if cfg!(target_endian = "big") {
+                    for v in &mut out[dst] {
+                        *v = f32::from_bits(u32::from_le(v.to_bits()));
+                    }
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let row = file
+                    .mmap
+                    .get(offset..offset + cols * 4)
+                    .ok_or_else(|| invalid(format!("tensor `{name}` lies outside the file")))?;
+                for (v, b) in out[dst].iter_mut().zip(row.chunks_exact(4)) {
+                    *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Loads `name` as a tensor of `dtype` on `device`.
     pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
         let &i = self.index.get(name).ok_or_else(|| Error::MissingTensor {
