@@ -385,7 +385,7 @@ impl LayerNorm {
 /// `nn.Embedding`: a lookup table with a bounds check that names the table.
 ///
 /// A float32 table in a safetensors checkpoint stays in the file ([`LazyTable`]): a lookup
-/// copies only the rows it needs, so start-up does no work proportional to the vocabulary and
+/// reads only the rows it needs, so start-up does no work proportional to the vocabulary and
 /// unused rows take no memory. [`Self::weight`] reads the whole table the first time it is
 /// asked for (a tied decoder).
 #[derive(Clone, Debug)]

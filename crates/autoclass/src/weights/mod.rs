@@ -406,9 +406,10 @@ const MAX_NEW_TENSORS: usize = 10_000;
 /// At most this many values (1 GiB of f32) may be newly initialised.
 const MAX_NEW_ELEMENTS: usize = 1 << 28;
 
-/// A `[rows, cols]` float32 table left in its safetensors file: [`Self::gather`] copies the
-/// rows a lookup needs out of the mapping, so loading does no work proportional to its size
-/// (a vocabulary's word embeddings) and untouched rows take no memory.
+/// A `[rows, cols]` float32 table left in its safetensors file: [`Self::gather`] reads the
+/// rows a lookup needs (positional reads), so loading does no work proportional to its size
+/// (a vocabulary's word embeddings) and untouched rows take no memory. It keeps the checkpoint's
+/// files open for as long as the model lives.
 #[derive(Clone)]
 pub struct LazyTable {
     state: Arc<LoadState>,
