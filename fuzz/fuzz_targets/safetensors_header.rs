@@ -1,4 +1,5 @@
-//! `SafetensorsStore::open` on arbitrary bytes written to a file, then every tensor loaded.
+//! `SafetensorsStore::open` on arbitrary bytes written to a file, then every tensor loaded, and
+//! for 2-d f32 tables the first, last and one-past-the-last rows read by `gather_f32_rows`.
 #![no_main]
 
 use autoclass::candle_core::{DType, Device};
@@ -24,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
         for name in &names {
             let _ = store.info(name);
             let _ = store.load(name, DType::F32, &Device::Cpu);
+            if let Some((rows, _)) = store.f32_table(name) {
+                let _ = store.gather_f32_rows(name, &[0, rows.saturating_sub(1), 0, rows]);
+            }
         }
     }
     let _ = std::fs::remove_file(&path);
