@@ -229,13 +229,15 @@ pub fn channel_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) -> Option<()>
         .for_each(|(blk, (mean, scale))| {
             let c0 = blk * COLS;
             let cols = c0..c0 + mean.len();
-            let mut sum = vec![0f64; cols.len()];
+            let mut mu = vec![0f64; cols.len()];
             for row in xs.chunks_exact(c) {
-                for (s, &v) in sum.iter_mut().zip(&row[cols.clone()]) {
+                for (s, &v) in mu.iter_mut().zip(&row[cols.clone()]) {
                     *s += v as f64;
                 }
             }
-            let mu: Vec<f64> = sum.iter().map(|&s| s / t).collect();
+            for m in &mut mu {
+                *m /= t;
+            }
             let mut var = vec![0f64; cols.len()];
             for row in xs.chunks_exact(c) {
                 for ((s, &v), &m) in var.iter_mut().zip(&row[cols.clone()]).zip(&mu) {

@@ -411,10 +411,8 @@ impl Embedding {
                 name,
             });
         }
-        let weight = OnceLock::new();
-        let _ = weight.set(vb.get(&[count, dim], "weight", Init::Normal(init_std))?);
         Ok(Embedding {
-            weight,
+            weight: OnceLock::from(vb.get(&[count, dim], "weight", Init::Normal(init_std))?),
             lazy: None,
             name,
         })
@@ -432,10 +430,9 @@ impl Embedding {
 
     /// Looks up integer `ids` of any shape; out-of-range ids are an error, not a panic.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let (count, dim, lazy) = match (self.weight.get(), &self.lazy) {
-            (Some(w), _) => (w.dim(0)?, w.dim(1)?, None),
-            (None, Some(lazy)) => (lazy.rows(), lazy.cols(), Some(lazy)),
-            (None, None) => return Err(Error::input(format!("{} has no weight", self.name))),
+        let (count, dim) = match &self.lazy {
+            Some(lazy) => (lazy.rows(), lazy.cols()),
+            None => self.weight()?.dims2()?,
         };
         let flat = ids.flatten_all()?.to_dtype(DType::I64)?;
         let values = flat.to_vec1::<i64>()?;
@@ -445,18 +442,14 @@ impl Embedding {
                 self.name
             )));
         }
+        let out = match &self.lazy {
+            Some(lazy) => lazy.gather(&values.iter().map(|&v| v as usize).collect::<Vec<_>>())?,
+            None => self
+                .weight()?
+                .index_select(&flat.to_dtype(DType::U32)?, 0)?,
+        };
         let mut dims = ids.dims().to_vec();
         dims.push(dim);
-        let out = match (self.weight.get(), lazy) {
-            (None, Some(lazy)) => {
-                let rows: Vec<usize> = values.iter().map(|&v| v as usize).collect();
-                lazy.gather(&rows)?
-            }
-            _ => {
-                let w = self.weight()?;
-                w.index_select(&flat.to_dtype(DType::U32)?, 0)?
-            }
-        };
         Ok(out.reshape(dims)?)
     }
 }

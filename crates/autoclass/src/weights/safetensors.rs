@@ -61,6 +61,27 @@ impl MappedFile {
     fn info(&self, name: &str) -> Option<&TensorInfo> {
         self.metadata.info(name)
     }
+
+    /// An error about this file.
+    fn invalid(&self, reason: String) -> Error {
+        Error::InvalidWeights {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// `[rows, cols]` when `info` is a 2-d f32 tensor whose bytes match its shape and lie in
+    /// the file.
+    fn f32_table(&self, info: &TensorInfo) -> Option<(usize, usize)> {
+        let (&[rows, cols], safetensors::Dtype::F32) = (info.shape.as_slice(), info.dtype) else {
+            return None;
+        };
+        let (start, end) = info.data_offsets;
+        let bytes = rows.checked_mul(cols)?.checked_mul(4)?;
+        (end.checked_sub(start) == Some(bytes)
+            && self.data_start.checked_add(end)? <= self.mmap.len())
+        .then_some((rows, cols))
+    }
 }
 
 /// The first top-level key that appears twice in a JSON object, if any.
@@ -213,19 +234,23 @@ impl SafetensorsStore {
         })
     }
 
+    /// The file holding `name` and its header entry.
+    fn locate(&self, name: &str) -> Result<(&MappedFile, &TensorInfo)> {
+        let &i = self.index.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+        })?;
+        let file = &self.files[i];
+        let info = file
+            .info(name)
+            .ok_or_else(|| file.invalid(format!("tensor `{name}` vanished from the header")))?;
+        Ok((file, info))
+    }
+
     /// The `[rows, cols]` shape of `name` when it is a 2-d f32 tensor whose bytes match its
     /// shape, so that [`Self::gather_f32_rows`] can read rows of it; `None` otherwise.
     pub fn f32_table(&self, name: &str) -> Option<(usize, usize)> {
-        let file = &self.files[*self.index.get(name)?];
-        let info = file.info(name)?;
-        let (&[rows, cols], safetensors::Dtype::F32) = (info.shape.as_slice(), info.dtype) else {
-            return None;
-        };
-        let (start, end) = info.data_offsets;
-        let bytes = rows.checked_mul(cols)?.checked_mul(4)?;
-        (end.checked_sub(start) == Some(bytes)
-            && file.data_start.checked_add(end)? <= file.mmap.len())
-        .then_some((rows, cols))
+        let (file, info) = self.locate(name).ok()?;
+        file.f32_table(info)
     }
 
     /// Rows `ids` of the 2-d f32 tensor `name` (see [`Self::f32_table`]), concatenated: one
@@ -233,26 +258,16 @@ impl SafetensorsStore {
     /// it was opened gives an I/O error rather than a fault in the mapping. An id past the last
     /// row is an error naming the file.
     pub fn gather_f32_rows(&self, name: &str, ids: &[usize]) -> Result<Vec<f32>> {
-        let &i = self.index.get(name).ok_or_else(|| Error::MissingTensor {
-            name: name.to_string(),
-        })?;
-        let file = &self.files[i];
-        let invalid = |reason: String| Error::InvalidWeights {
-            path: file.path.clone(),
-            reason,
-        };
-        let (rows, cols) = self
-            .f32_table(name)
-            .ok_or_else(|| invalid(format!("tensor `{name}` is not a 2-d float32 table")))?;
-        let info = file
-            .info(name)
-            .ok_or_else(|| invalid(format!("tensor `{name}` vanished from the header")))?;
+        let (file, info) = self.locate(name)?;
+        let (rows, cols) = file
+            .f32_table(info)
+            .ok_or_else(|| file.invalid(format!("tensor `{name}` is not a 2-d float32 table")))?;
         let start = file.data_start + info.data_offsets.0;
         let mut out = vec![0f32; ids.len().saturating_mul(cols)];
         let mut first = std::collections::HashMap::new();
         for (at, &id) in ids.iter().enumerate() {
             if id >= rows {
-                return Err(invalid(format!(
+                return Err(file.invalid(format!(
                     "row {id} of tensor `{name}` is past its {rows} rows"
                 )));
             }
@@ -280,10 +295,9 @@ impl SafetensorsStore {
             }
             #[cfg(not(unix))]
             {
-                let row = file
-                    .mmap
-                    .get(offset..offset + cols * 4)
-                    .ok_or_else(|| invalid(format!("tensor `{name}` lies outside the file")))?;
+                let row = file.mmap.get(offset..offset + cols * 4).ok_or_else(|| {
+                    file.invalid(format!("tensor `{name}` lies outside the file"))
+                })?;
                 for (v, b) in out[dst].iter_mut().zip(row.chunks_exact(4)) {
                     *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 }
@@ -294,17 +308,7 @@ impl SafetensorsStore {
 
     /// Loads `name` as a tensor of `dtype` on `device`.
     pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
-        let &i = self.index.get(name).ok_or_else(|| Error::MissingTensor {
-            name: name.to_string(),
-        })?;
-        let file = &self.files[i];
-        let invalid = |reason: String| Error::InvalidWeights {
-            path: file.path.clone(),
-            reason,
-        };
-        let info = file
-            .info(name)
-            .ok_or_else(|| invalid(format!("tensor `{name}` vanished from the header")))?;
+        let (file, info) = self.locate(name)?;
         let stored = match info.dtype {
             safetensors::Dtype::F32 => DType::F32,
             safetensors::Dtype::F16 => DType::F16,
@@ -315,7 +319,7 @@ impl SafetensorsStore {
             safetensors::Dtype::U8 => DType::U8,
             safetensors::Dtype::U32 => DType::U32,
             other => {
-                return Err(invalid(format!(
+                return Err(file.invalid(format!(
                     "tensor `{name}` has dtype {other:?}, which is not supported"
                 )))
             }
@@ -325,7 +329,7 @@ impl SafetensorsStore {
         let mapped = file
             .mmap
             .get(range.clone())
-            .ok_or_else(|| invalid(format!("tensor `{name}` lies outside the file")))?;
+            .ok_or_else(|| file.invalid(format!("tensor `{name}` lies outside the file")))?;
         // Copy the bytes with a positional read rather than through the mapping: the copy is
         // needed anyway, and the page cache is not charged to this process's resident memory.
         // Little-endian f32 (the common case) is read straight into the tensor's own buffer.
@@ -334,7 +338,7 @@ impl SafetensorsStore {
             use std::os::unix::fs::FileExt;
             let numel: usize = info.shape.iter().product();
             if numel.checked_mul(4) != Some(mapped.len()) {
-                return Err(invalid(format!(
+                return Err(file.invalid(format!(
                     "tensor `{name}` has {} bytes for shape {:?} of {:?}",
                     mapped.len(),
                     info.shape,
@@ -362,7 +366,7 @@ impl SafetensorsStore {
         let bytes = mapped;
         let numel: usize = info.shape.iter().product();
         if numel * stored.size_in_bytes() != bytes.len() {
-            return Err(invalid(format!(
+            return Err(file.invalid(format!(
                 "tensor `{name}` has {} bytes for shape {:?} of {:?}",
                 bytes.len(),
                 info.shape,
